@@ -1,0 +1,215 @@
+#include "conv_bn_act/bn_act_cpu.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace fastconv {
+namespace cpu {
+
+int num_threads() { return omp_get_max_threads(); }
+void set_num_threads(int n) { omp_set_num_threads(std::max(1, n)); }
+
+namespace {
+
+// Relu mask on the gradient, with Paddle's relu_grad convention (out > 0).
+inline float masked(float dy, float y, bool relu) {
+  return relu ? (y > 0.f ? dy : 0.f) : dy;
+}
+
+// NHWC reductions: each thread accumulates a row range into its own
+// per-channel arrays; partials are then summed in thread order (deterministic).
+template <typename RowFn>
+void reduce_rows(ChannelView v, int nvals, std::vector<double>& out, RowFn fn) {
+  const int64_t C = v.channels;
+  const int nt = std::max(1, std::min<int>(num_threads(),
+                                           static_cast<int>(v.outer)));
+  std::vector<double> part(static_cast<size_t>(nt) * nvals * C, 0.0);
+#pragma omp parallel num_threads(nt)
+  {
+    const int t = omp_get_thread_num();
+    const int64_t lo = v.outer * t / nt, hi = v.outer * (t + 1) / nt;
+    double* acc = part.data() + static_cast<size_t>(t) * nvals * C;
+    for (int64_t r = lo; r < hi; ++r) fn(r, acc);
+  }
+  out.assign(static_cast<size_t>(nvals) * C, 0.0);
+  for (int t = 0; t < nt; ++t)
+    for (int64_t k = 0; k < nvals * C; ++k)
+      out[k] += part[static_cast<size_t>(t) * nvals * C + k];
+}
+
+}  // namespace
+
+void channel_stats(const float* z, ChannelView v, float* mean, float* var) {
+  const int64_t C = v.channels, I = v.inner;
+  const double n = static_cast<double>(v.count());
+  if (I > 1) {
+    // NCHW: a channel's rows are contiguous runs of I elements.
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      const float shift = z[c * I];
+      double s1 = 0.0, s2 = 0.0;
+      for (int64_t o = 0; o < v.outer; ++o) {
+        const float* p = z + (o * C + c) * I;
+        float r1 = 0.f, r2 = 0.f;  // one row in float, vectorized
+#pragma omp simd reduction(+ : r1, r2)
+        for (int64_t i = 0; i < I; ++i) {
+          const float d = p[i] - shift;
+          r1 += d;
+          r2 += d * d;
+        }
+        s1 += r1;
+        s2 += r2;
+      }
+      const double m = s1 / n;
+      mean[c] = static_cast<float>(shift + m);
+      var[c] = static_cast<float>(std::max(0.0, s2 / n - m * m));
+    }
+    return;
+  }
+  // NHWC: channels contiguous within a row.
+  std::vector<float> shift(z, z + C);
+  std::vector<double> sums;
+  reduce_rows(v, 2, sums, [&](int64_t r, double* acc) {
+    const float* p = z + r * C;
+    double* a1 = acc;
+    double* a2 = acc + C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = static_cast<double>(p[c] - shift[c]);
+      a1[c] += d;
+      a2[c] += d * d;
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    const double m = sums[c] / n;
+    mean[c] = static_cast<float>(shift[c] + m);
+    var[c] = static_cast<float>(std::max(0.0, sums[C + c] / n - m * m));
+  }
+}
+
+void bn_act_forward(const float* z, const float* residual, const float* a,
+                    const float* b, bool relu, float* y, ChannelView v) {
+  const int64_t C = v.channels, I = v.inner;
+  if (I > 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < v.outer * C; ++row) {
+      const int64_t c = row % C;
+      const float ac = a[c], bc = b[c];
+      const float* zp = z + row * I;
+      const float* rp = residual ? residual + row * I : nullptr;
+      float* yp = y + row * I;
+      if (rp) {
+#pragma omp simd
+        for (int64_t i = 0; i < I; ++i) {
+          const float t = zp[i] * ac + bc + rp[i];
+          yp[i] = relu ? (t > 0.f ? t : 0.f) : t;
+        }
+      } else {
+#pragma omp simd
+        for (int64_t i = 0; i < I; ++i) {
+          const float t = zp[i] * ac + bc;
+          yp[i] = relu ? (t > 0.f ? t : 0.f) : t;
+        }
+      }
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < v.outer; ++r) {
+    const float* zp = z + r * C;
+    const float* rp = residual ? residual + r * C : nullptr;
+    float* yp = y + r * C;
+    if (rp) {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float t = zp[c] * a[c] + b[c] + rp[c];
+        yp[c] = relu ? (t > 0.f ? t : 0.f) : t;
+      }
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float t = zp[c] * a[c] + b[c];
+        yp[c] = relu ? (t > 0.f ? t : 0.f) : t;
+      }
+    }
+  }
+}
+
+void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
+                            const float* mean, bool relu, ChannelView v,
+                            double* sum_g, double* sum_gxmu) {
+  const int64_t C = v.channels, I = v.inner;
+  if (I > 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      const float mc = mean[c];
+      double s1 = 0.0, s2 = 0.0;
+      for (int64_t o = 0; o < v.outer; ++o) {
+        const int64_t off = (o * C + c) * I;
+        float r1 = 0.f, r2 = 0.f;
+#pragma omp simd reduction(+ : r1, r2)
+        for (int64_t i = 0; i < I; ++i) {
+          const float g = masked(dy[off + i], relu ? y[off + i] : 1.f, relu);
+          r1 += g;
+          r2 += g * (z[off + i] - mc);
+        }
+        s1 += r1;
+        s2 += r2;
+      }
+      sum_g[c] = s1;
+      sum_gxmu[c] = s2;
+    }
+    return;
+  }
+  std::vector<double> sums;
+  reduce_rows(v, 2, sums, [&](int64_t r, double* acc) {
+    const int64_t off = r * C;
+    double* a1 = acc;
+    double* a2 = acc + C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      const float g = masked(dy[off + c], relu ? y[off + c] : 1.f, relu);
+      a1[c] += g;
+      a2[c] += static_cast<double>(g * (z[off + c] - mean[c]));
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    sum_g[c] = sums[c];
+    sum_gxmu[c] = sums[C + c];
+  }
+}
+
+void bn_act_backward_apply(const float* dy, const float* y, const float* z,
+                           const float* mean, const float* k1, const float* k2,
+                           const float* k3, bool relu, ChannelView v, float* dz,
+                           float* dres) {
+  const int64_t C = v.channels, I = v.inner;
+  if (I > 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t row = 0; row < v.outer * C; ++row) {
+      const int64_t c = row % C;
+      const int64_t off = row * I;
+      const float a = k1[c], b = k2[c], d = k3[c], m = mean[c];
+      for (int64_t i = 0; i < I; ++i) {
+        const float g = masked(dy[off + i], relu ? y[off + i] : 1.f, relu);
+        if (dz) dz[off + i] = a * g + b * (z[off + i] - m) + d;
+        if (dres) dres[off + i] = g;
+      }
+    }
+    return;
+  }
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < v.outer; ++r) {
+    const int64_t off = r * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float g = masked(dy[off + c], relu ? y[off + c] : 1.f, relu);
+      if (dz) dz[off + c] = k1[c] * g + k2[c] * (z[off + c] - mean[c]) + k3[c];
+      if (dres) dres[off + c] = g;
+    }
+  }
+}
+
+}  // namespace cpu
+}  // namespace fastconv

@@ -1,0 +1,49 @@
+// CPU kernels for the memory-bound work around the convolution: batch
+// statistics, normalize+residual+ReLU, and their backward, on Paddle's plain
+// layouts. OpenMP-parallel with static schedules, so results are bitwise
+// reproducible for a fixed thread count.
+//
+// Layout view: element (o, c, i) is at (o * channels + c) * inner + i.
+//   NCHW: outer = N, inner = H*W;   NHWC: outer = N*H*W, inner = 1.
+#pragma once
+
+#include <cstdint>
+
+namespace fastconv {
+namespace cpu {
+
+struct ChannelView {
+  int64_t outer;
+  int64_t channels;
+  int64_t inner;
+  int64_t count() const { return outer * inner; }  // per channel
+};
+
+// Per-channel mean and biased variance (shifted sums accumulated in double:
+// accurate for large counts and means far from zero).
+void channel_stats(const float* z, ChannelView v, float* mean, float* var);
+
+// y = act(z * a[c] + b[c] (+ residual[...])). residual may be null; y may
+// alias z.
+void bn_act_forward(const float* z, const float* residual, const float* a,
+                    const float* b, bool relu, float* y, ChannelView v);
+
+// g = relu ? (y > 0 ? dy : 0) : dy;
+// sum_g[c] = sum g, sum_gxmu[c] = sum g * (z - mean[c]).
+void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
+                            const float* mean, bool relu, ChannelView v,
+                            double* sum_g, double* sum_gxmu);
+
+// dz = k1[c] * g + k2[c] * (z - mean[c]) + k3[c]; dres = g when not null.
+// dz may be null (only dres wanted).
+void bn_act_backward_apply(const float* dy, const float* y, const float* z,
+                           const float* mean, const float* k1, const float* k2,
+                           const float* k3, bool relu, ChannelView v, float* dz,
+                           float* dres);
+
+// Number of OpenMP threads the kernels (and oneDNN) use from this thread.
+int num_threads();
+void set_num_threads(int n);
+
+}  // namespace cpu
+}  // namespace fastconv

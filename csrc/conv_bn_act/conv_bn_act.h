@@ -1,0 +1,68 @@
+// The fused Conv + BatchNorm + (residual) + act op: attributes shared by the
+// registration and by the CPU and CUDA implementations.
+//
+//   z = conv2d(x, W) (+ conv bias)
+//   y = act(BN(z) (+ residual)),  act in {relu, none}
+//
+// Outputs besides y (kept by autograd for backward, not shown to users):
+//   SavedZ       training: z; eval: an empty [0] tensor (backward recomputes z)
+//   SavedMean    training: batch mean; eval: running mean
+//   SavedInvStd  training: 1/sqrt(batch var + eps); eval: same with running var
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/conv_geometry.h"
+#include "paddle/extension.h"
+
+namespace fastconv {
+
+constexpr const char* kConvBnActOp = "fastconv_conv_bn_act";
+
+struct ConvBnActAttrs {
+  std::vector<int> strides, paddings, dilations;
+  int groups = 1;
+  std::string data_format = "NCHW";
+  std::string act = "relu";
+  bool training = true;
+  float momentum = 0.9f;
+  float epsilon = 1e-5f;
+  bool relu() const { return act == "relu"; }
+};
+
+using OptTensor = paddle::optional<paddle::Tensor>;
+
+// Returns {Y, SavedZ, SavedMean, SavedInvStd}; updates running_mean/var in
+// place when training.
+std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const paddle::Tensor& shift,
+    paddle::Tensor& running_mean, paddle::Tensor& running_var,
+    const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a);
+
+// Returns {dX, dW, dBias, dScale, dShift, dResidual} (dBias/dResidual are
+// undefined tensors when the input was absent).
+std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& y, const paddle::Tensor& saved_z,
+    const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
+    const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a);
+
+#ifdef PADDLE_WITH_CUDA
+std::vector<paddle::Tensor> conv_bn_act_forward_cuda(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const paddle::Tensor& shift,
+    paddle::Tensor& running_mean, paddle::Tensor& running_var,
+    const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a);
+
+std::vector<paddle::Tensor> conv_bn_act_backward_cuda(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& y, const paddle::Tensor& saved_z,
+    const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
+    const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a);
+#endif
+
+}  // namespace fastconv

@@ -1,0 +1,241 @@
+// Registration of fastconv_conv_bn_act and its grad op: argument checks,
+// shape/dtype inference (needed by static graphs), and the device branch.
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "common/conv_geometry.h"
+#include "conv_bn_act/conv_bn_act.h"
+
+namespace fastconv {
+namespace {
+
+ConvBnActAttrs make_attrs(const std::vector<int>& strides,
+                          const std::vector<int>& paddings,
+                          const std::vector<int>& dilations, int groups,
+                          const std::string& data_format,
+                          const std::string& act, bool training,
+                          float momentum, float epsilon) {
+  FC_CHECK_ARG(act == "relu" || act == "none", kConvBnActOp, "act",
+               "must be 'relu' or 'none', got '", act, "'");
+  FC_CHECK_ARG(epsilon >= 0.f, kConvBnActOp, "epsilon",
+               "must be non-negative, got ", epsilon);
+  return {strides, paddings, dilations, groups, data_format,
+          act,     training, momentum,  epsilon};
+}
+
+bool is_float_type(paddle::DataType t) {
+  return t == paddle::DataType::FLOAT32 || t == paddle::DataType::FLOAT16 ||
+         t == paddle::DataType::BFLOAT16;
+}
+
+// Checks that hold for every device; returns the geometry.
+ConvGeometry check_inputs(const paddle::Tensor& x, const paddle::Tensor& w,
+                          const OptTensor& bias, const paddle::Tensor& scale,
+                          const paddle::Tensor& shift,
+                          const paddle::Tensor& running_mean,
+                          const paddle::Tensor& running_var,
+                          const OptTensor& residual, const ConvBnActAttrs& a) {
+  const char* op = kConvBnActOp;
+  FC_CHECK_ARG(is_float_type(x.dtype()), op, "x",
+               "must be float32, float16 or bfloat16, got ", x.dtype());
+  FC_CHECK_ARG(w.dtype() == x.dtype(), op, "weight", "dtype ", w.dtype(),
+               " differs from x dtype ", x.dtype());
+  ConvGeometry g =
+      make_conv_geometry(x.shape(), w.shape(), a.strides, a.paddings,
+                         a.dilations, a.groups, a.data_format, op);
+  const std::vector<int64_t> chan = {g.O};
+  auto check_param = [&](const paddle::Tensor& t, const char* name) {
+    FC_CHECK_ARG(t.dtype() == paddle::DataType::FLOAT32, op, name,
+                 "must be float32 (BN parameters and statistics are fp32), "
+                 "got ", t.dtype());
+    FC_CHECK_ARG(t.shape() == chan, op, name, "must have shape [", g.O,
+                 "] (out_channels), got ", shape_str(t.shape()));
+    FC_CHECK_ARG(t.place() == x.place(), op, name,
+                 "is on a different device than x");
+  };
+  check_param(scale, "bn_weight");
+  check_param(shift, "bn_bias");
+  check_param(running_mean, "running_mean");
+  check_param(running_var, "running_var");
+  FC_CHECK_ARG(w.place() == x.place(), op, "weight",
+               "is on a different device than x");
+  if (bias) {
+    FC_CHECK_ARG(bias->dtype() == x.dtype(), op, "conv_bias", "dtype ",
+                 bias->dtype(), " differs from x dtype ", x.dtype());
+    FC_CHECK_ARG(bias->shape() == chan, op, "conv_bias", "must have shape [",
+                 g.O, "], got ", shape_str(bias->shape()));
+    FC_CHECK_ARG(bias->place() == x.place(), op, "conv_bias",
+                 "is on a different device than x");
+  }
+  if (residual) {
+    FC_CHECK_ARG(residual->dtype() == x.dtype(), op, "residual", "dtype ",
+                 residual->dtype(), " differs from x dtype ", x.dtype());
+    FC_CHECK_ARG(residual->shape() == g.out_shape(), op, "residual",
+                 "must have the output shape ", shape_str(g.out_shape()),
+                 ", got ", shape_str(residual->shape()));
+    FC_CHECK_ARG(residual->place() == x.place(), op, "residual",
+                 "is on a different device than x");
+  }
+  FC_CHECK_ARG(!a.training || g.out_count_per_channel() > 1, op, "x",
+               "training needs more than one value per channel (batch * "
+               "out_h * out_w = ", g.out_count_per_channel(), ")");
+  return g;
+}
+
+std::vector<paddle::Tensor> ConvBnActForward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const paddle::Tensor& shift,
+    paddle::Tensor& running_mean, paddle::Tensor& running_var,
+    const OptTensor& residual, const std::vector<int>& strides,
+    const std::vector<int>& paddings, const std::vector<int>& dilations,
+    int groups, const std::string& data_format, const std::string& act,
+    bool training, float momentum, float epsilon) {
+  ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
+                                data_format, act, training, momentum, epsilon);
+  ConvGeometry g = check_inputs(x, w, bias, scale, shift, running_mean,
+                                running_var, residual, a);
+  if (x.is_cpu())
+    return conv_bn_act_forward_cpu(x, w, bias, scale, shift, running_mean,
+                                   running_var, residual, g, a);
+#ifdef PADDLE_WITH_CUDA
+  if (x.is_gpu())
+    return conv_bn_act_forward_cuda(x, w, bias, scale, shift, running_mean,
+                                    running_var, residual, g, a);
+#endif
+  PD_THROW(kConvBnActOp, ": argument 'x' is on ", x.place(),
+           ", but this build supports CPU",
+#ifdef PADDLE_WITH_CUDA
+           " and GPU",
+#else
+           " only (built without CUDA)",
+#endif
+           " tensors");
+}
+
+std::vector<paddle::Tensor> ConvBnActBackward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& y, const paddle::Tensor& saved_z,
+    const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
+    const paddle::Tensor& dy, const std::vector<int>& strides,
+    const std::vector<int>& paddings, const std::vector<int>& dilations,
+    int groups, const std::string& data_format, const std::string& act,
+    bool training, float momentum, float epsilon) {
+  ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
+                                data_format, act, training, momentum, epsilon);
+  ConvGeometry g =
+      make_conv_geometry(x.shape(), w.shape(), a.strides, a.paddings,
+                         a.dilations, a.groups, a.data_format, kConvBnActOp);
+  FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(),
+               kConvBnActOp, "grad_y", "must match y (shape ",
+               shape_str(g.out_shape()), "), got ", shape_str(dy.shape()));
+  if (x.is_cpu())
+    return conv_bn_act_backward_cpu(x, w, bias, scale, residual, y, saved_z,
+                                    saved_mean, saved_invstd, dy, g, a);
+#ifdef PADDLE_WITH_CUDA
+  if (x.is_gpu())
+    return conv_bn_act_backward_cuda(x, w, bias, scale, residual, y, saved_z,
+                                     saved_mean, saved_invstd, dy, g, a);
+#endif
+  PD_THROW(kConvBnActOp, "_grad: unsupported device ", x.place());
+}
+
+// ------------------------------------------------------------ inference fns
+
+std::vector<std::vector<int64_t>> ConvBnActInferShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+    const paddle::optional<std::vector<int64_t>>& bias,
+    const std::vector<int64_t>& scale, const std::vector<int64_t>& shift,
+    const std::vector<int64_t>& running_mean,
+    const std::vector<int64_t>& running_var,
+    const paddle::optional<std::vector<int64_t>>& residual,
+    const std::vector<int>& strides, const std::vector<int>& paddings,
+    const std::vector<int>& dilations, int groups,
+    const std::string& data_format, const std::string& act, bool training,
+    float momentum, float epsilon) {
+  FC_CHECK_ARG(x.size() == 4 && w.size() == 4, kConvBnActOp, "x",
+               "and weight must be 4-D, got ", shape_str(x), " and ",
+               shape_str(w));
+  const bool nhwc = data_format == "NHWC";
+  // Static graphs may carry -1 for the batch (and spatial) sizes: keep them.
+  std::vector<int64_t> y(4);
+  const int64_t H = nhwc ? x[1] : x[2], W = nhwc ? x[2] : x[3];
+  std::vector<int> p = paddings;
+  if (p.size() == 2) p = {p[0], p[0], p[1], p[1]};
+  FC_CHECK_ARG(p.size() == 4 && strides.size() == 2 && dilations.size() == 2,
+               kConvBnActOp, "padding",
+               "stride/dilation must have 2 values and padding 2 or 4");
+  const int64_t OH = H < 0 ? -1
+                           : conv_out_size(H, w[2], strides[0], dilations[0],
+                                           p[0], p[1]);
+  const int64_t OW = W < 0 ? -1
+                           : conv_out_size(W, w[3], strides[1], dilations[1],
+                                           p[2], p[3]);
+  y = nhwc ? std::vector<int64_t>{x[0], OH, OW, w[0]}
+           : std::vector<int64_t>{x[0], w[0], OH, OW};
+  std::vector<int64_t> z = training ? y : std::vector<int64_t>{0};
+  return {y, z, {w[0]}, {w[0]}};
+}
+
+std::vector<paddle::DataType> ConvBnActInferDtype(
+    const paddle::DataType& x, const paddle::DataType& w,
+    const paddle::optional<paddle::DataType>& bias,
+    const paddle::DataType& scale, const paddle::DataType& shift,
+    const paddle::DataType& running_mean, const paddle::DataType& running_var,
+    const paddle::optional<paddle::DataType>& residual) {
+  return {x, x, paddle::DataType::FLOAT32, paddle::DataType::FLOAT32};
+}
+
+std::vector<std::vector<int64_t>> ConvBnActGradInferShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+    const paddle::optional<std::vector<int64_t>>& bias,
+    const std::vector<int64_t>& scale,
+    const paddle::optional<std::vector<int64_t>>& residual,
+    const std::vector<int64_t>& y, const std::vector<int64_t>& saved_z,
+    const std::vector<int64_t>& saved_mean,
+    const std::vector<int64_t>& saved_invstd, const std::vector<int64_t>& dy) {
+  return {x,     w,     bias ? *bias : std::vector<int64_t>{0},
+          scale, scale, residual ? *residual : std::vector<int64_t>{0}};
+}
+
+std::vector<paddle::DataType> ConvBnActGradInferDtype(
+    const paddle::DataType& x, const paddle::DataType& w,
+    const paddle::optional<paddle::DataType>& bias,
+    const paddle::DataType& scale,
+    const paddle::optional<paddle::DataType>& residual,
+    const paddle::DataType& y, const paddle::DataType& saved_z,
+    const paddle::DataType& saved_mean, const paddle::DataType& saved_invstd,
+    const paddle::DataType& dy) {
+  return {x, w, x, paddle::DataType::FLOAT32, paddle::DataType::FLOAT32, x};
+}
+
+}  // namespace
+}  // namespace fastconv
+
+#define FC_CONV_BN_ACT_ATTRS                                             \
+  {"strides: std::vector<int>", "paddings: std::vector<int>",            \
+   "dilations: std::vector<int>", "groups: int", "data_format: std::string", \
+   "act: std::string", "training: bool", "momentum: float", "epsilon: float"}
+
+PD_BUILD_OP(fastconv_conv_bn_act)
+    .Inputs({"X", "Filter", paddle::Optional("Bias"), "Scale", "Shift",
+             "RunningMean", "RunningVar", paddle::Optional("Residual")})
+    .Outputs({"Y", "MeanOut", "VarOut", "SavedZ", "SavedMean", "SavedInvStd"})
+    .Attrs(FC_CONV_BN_ACT_ATTRS)
+    .SetInplaceMap({{"RunningMean", "MeanOut"}, {"RunningVar", "VarOut"}})
+    .SetKernelFn(PD_KERNEL(fastconv::ConvBnActForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::ConvBnActInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::ConvBnActInferDtype));
+
+PD_BUILD_GRAD_OP(fastconv_conv_bn_act)
+    .Inputs({"X", "Filter", paddle::Optional("Bias"), "Scale",
+             paddle::Optional("Residual"), "Y", "SavedZ", "SavedMean",
+             "SavedInvStd", paddle::Grad("Y")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Filter"),
+              paddle::Grad(paddle::Optional("Bias")), paddle::Grad("Scale"),
+              paddle::Grad("Shift"), paddle::Grad(paddle::Optional("Residual"))})
+    .Attrs(FC_CONV_BN_ACT_ATTRS)
+    .SetKernelFn(PD_KERNEL(fastconv::ConvBnActBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::ConvBnActGradInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::ConvBnActGradInferDtype));

@@ -1,0 +1,323 @@
+#include "onednn/conv_onednn.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace fastconv {
+namespace onednn {
+
+using dnnl::memory;
+using tag = dnnl::memory::format_tag;
+using dt = dnnl::memory::data_type;
+
+namespace {
+
+constexpr size_t kDefaultPlanCapacity = 512;
+
+LruCache<const ConvForwardPlan>& fwd_cache() {
+  static LruCache<const ConvForwardPlan> c(kDefaultPlanCapacity);
+  return c;
+}
+LruCache<const ConvBackwardPlan>& bwd_cache() {
+  static LruCache<const ConvBackwardPlan> c(kDefaultPlanCapacity);
+  return c;
+}
+
+// Whether activations are handed to oneDNN in their plain layout (see header).
+bool use_plain_activations(const ConvGeometry& g) {
+  static const char* env = std::getenv("PADDLE_FASTCONV_CONV_LAYOUT");
+  if (env && std::strcmp(env, "plain") == 0) return true;
+  if (env && std::strcmp(env, "blocked") == 0) return false;
+  if (g.channels_last) return true;
+  return g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 &&
+         g.pad_right == 0 && g.groups == 1;
+}
+
+struct Descs {
+  memory::desc src_plain, dst_plain, wei_plain, src, dst, wei, bias;
+  memory::dims strides, dilates, pad_l, pad_r;
+};
+
+Descs make_descs(const ConvGeometry& g, bool with_bias) {
+  Descs d;
+  const tag act_tag = g.channels_last ? tag::nhwc : tag::nchw;
+  const memory::dims src_dims = {g.N, g.C, g.H, g.W};
+  const memory::dims dst_dims = {g.N, g.O, g.OH, g.OW};
+  memory::dims wei_dims;
+  tag wei_tag;
+  if (g.groups > 1) {
+    wei_dims = {g.groups, g.O / g.groups, g.C / g.groups, g.KH, g.KW};
+    wei_tag = tag::goihw;
+  } else {
+    wei_dims = {g.O, g.C, g.KH, g.KW};
+    wei_tag = tag::oihw;
+  }
+  d.src_plain = memory::desc(src_dims, dt::f32, act_tag);
+  d.dst_plain = memory::desc(dst_dims, dt::f32, act_tag);
+  d.wei_plain = memory::desc(wei_dims, dt::f32, wei_tag);
+  const bool plain = use_plain_activations(g);
+  d.src = plain ? d.src_plain : memory::desc(src_dims, dt::f32, tag::any);
+  d.dst = plain ? d.dst_plain : memory::desc(dst_dims, dt::f32, tag::any);
+  d.wei = memory::desc(wei_dims, dt::f32, tag::any);
+  if (with_bias) d.bias = memory::desc({g.O}, dt::f32, tag::x);
+  d.strides = {g.stride_h, g.stride_w};
+  d.dilates = {g.dil_h - 1, g.dil_w - 1};  // oneDNN counts extra gaps
+  d.pad_l = {g.pad_top, g.pad_left};
+  d.pad_r = {g.pad_bottom, g.pad_right};
+  return d;
+}
+
+dnnl::primitive_attr scratch_attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+dnnl::convolution_forward::primitive_desc make_fwd_pd(
+    const Descs& d, bool with_bias, dnnl::prop_kind prop,
+    const dnnl::primitive_attr& attr) {
+  auto& eng = cpu_engine();
+  const auto alg = dnnl::algorithm::convolution_direct;
+  if (with_bias)
+    return dnnl::convolution_forward::primitive_desc(
+        eng, prop, alg, d.src, d.wei, d.bias, d.dst, d.strides, d.dilates,
+        d.pad_l, d.pad_r, attr);
+  return dnnl::convolution_forward::primitive_desc(
+      eng, prop, alg, d.src, d.wei, d.dst, d.strides, d.dilates, d.pad_l,
+      d.pad_r, attr);
+}
+
+dnnl::reorder make_reorder(const memory::desc& from, const memory::desc& to) {
+  auto& eng = cpu_engine();
+  return dnnl::reorder(dnnl::reorder::primitive_desc(eng, from, eng, to));
+}
+
+memory wrap(const memory::desc& md, const void* p) {
+  return memory(md, cpu_engine(), const_cast<void*>(p));
+}
+
+memory scratchpad(const memory::desc& md) { return scratch_memory(md); }
+
+void run_reorder(const dnnl::reorder& r, const memory& from, const memory& to,
+                 dnnl::stream& s) {
+  r.execute(s, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to}});
+}
+
+}  // namespace
+
+// ----------------------------------------------------------------- forward
+
+ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
+    : g_(g), o_(o) {
+  Descs d = make_descs(g, o.with_bias);
+  user_src_ = d.src_plain;
+  user_dst_ = d.dst_plain;
+  user_wei_ = d.wei_plain;
+  bias_md_ = d.bias;
+  dnnl::primitive_attr attr = scratch_attr();
+  dnnl::post_ops po;
+  // The residual is placed in the destination first, then accumulated by the
+  // sum post-op, so it rides on the convolution's own write of y.
+  if (o.residual) po.append_sum(1.f);
+  if (o.relu) po.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+  attr.set_post_ops(po);
+  pd_ = make_fwd_pd(d, o.with_bias,
+                    o.inference ? dnnl::prop_kind::forward_inference
+                                : dnnl::prop_kind::forward_training,
+                    attr);
+  prim_ = dnnl::convolution_forward(pd_);
+  reorder_src_ = pd_.src_desc() != user_src_;
+  reorder_dst_ = pd_.dst_desc() != user_dst_;
+  reorder_wei_ = pd_.weights_desc() != user_wei_;
+  if (reorder_src_) src_in_ = make_reorder(user_src_, pd_.src_desc());
+  if (reorder_dst_) {
+    dst_out_ = make_reorder(pd_.dst_desc(), user_dst_);
+    if (o.residual) res_in_ = make_reorder(user_dst_, pd_.dst_desc());
+  }
+  if (reorder_wei_) wei_in_ = make_reorder(user_wei_, pd_.weights_desc());
+}
+
+std::shared_ptr<const ConvForwardPlan> ConvForwardPlan::get(
+    const ConvGeometry& g, const ConvFwdOptions& o) {
+  std::string key = g.key() + (o.with_bias ? "|b" : "|-") +
+                    (o.residual ? "r" : "-") + (o.relu ? "a" : "-") +
+                    (o.inference ? "i" : "t");
+  auto plan = fwd_cache().get(key);
+  if (!plan) {
+    plan = std::make_shared<const ConvForwardPlan>(g, o);
+    fwd_cache().put(key, plan);
+  }
+  return plan;
+}
+
+void ConvForwardPlan::prepare_weights(const float* w, void* dst,
+                                      dnnl::stream& s) const {
+  memory from = wrap(user_wei_, w);
+  memory to = wrap(pd_.weights_desc(), dst);
+  if (reorder_wei_) {
+    run_reorder(wei_in_, from, to, s);
+    s.wait();
+  } else {
+    std::memcpy(dst, w, user_wei_.get_size());
+  }
+}
+
+void ConvForwardPlan::execute(const float* x, const void* weights,
+                              const float* bias, const float* residual,
+                              float* y, dnnl::stream& s) const {
+  memory src = wrap(user_src_, x);
+  if (reorder_src_) {
+    memory blocked = scratch_memory(pd_.src_desc());
+    run_reorder(src_in_, src, blocked, s);
+    src = blocked;
+  }
+  memory user_dst = wrap(user_dst_, y);
+  memory dst = reorder_dst_ ? scratch_memory(pd_.dst_desc()) : user_dst;
+  if (o_.residual) {
+    // Seed the destination with the residual for the sum post-op.
+    memory res = wrap(user_dst_, residual);
+    if (reorder_dst_)
+      run_reorder(res_in_, res, dst, s);
+    else if (residual != y)
+      std::memcpy(y, residual, user_dst_.get_size());
+  }
+  std::unordered_map<int, memory> args = {
+      {DNNL_ARG_SRC, src},
+      {DNNL_ARG_WEIGHTS, wrap(pd_.weights_desc(), weights)},
+      {DNNL_ARG_DST, dst},
+      {DNNL_ARG_SCRATCHPAD, scratchpad(pd_.scratchpad_desc())}};
+  if (o_.with_bias) args[DNNL_ARG_BIAS] = wrap(bias_md_, bias);
+  prim_.execute(s, args);
+  if (reorder_dst_) run_reorder(dst_out_, dst, user_dst, s);
+  s.wait();
+}
+
+// ---------------------------------------------------------------- backward
+
+ConvBackwardPlan::ConvBackwardPlan(const ConvGeometry& g, bool with_bias)
+    : g_(g), with_bias_(with_bias) {
+  Descs d = make_descs(g, with_bias);
+  user_src_ = d.src_plain;
+  user_dst_ = d.dst_plain;
+  user_wei_ = d.wei_plain;
+  bias_md_ = d.bias;
+  auto& eng = cpu_engine();
+  const auto alg = dnnl::algorithm::convolution_direct;
+  auto hint = make_fwd_pd(d, with_bias, dnnl::prop_kind::forward_training,
+                          dnnl::primitive_attr());
+  dnnl::primitive_attr attr = scratch_attr();
+  data_pd_ = dnnl::convolution_backward_data::primitive_desc(
+      eng, alg, d.src, d.wei, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r,
+      hint, attr);
+  data_prim_ = dnnl::convolution_backward_data(data_pd_);
+  if (with_bias)
+    wei_pd_ = dnnl::convolution_backward_weights::primitive_desc(
+        eng, alg, d.src, d.wei, d.bias, d.dst, d.strides, d.dilates, d.pad_l,
+        d.pad_r, hint, attr);
+  else
+    wei_pd_ = dnnl::convolution_backward_weights::primitive_desc(
+        eng, alg, d.src, d.wei, d.dst, d.strides, d.dilates, d.pad_l, d.pad_r,
+        hint, attr);
+  wei_prim_ = dnnl::convolution_backward_weights(wei_pd_);
+
+  r_dy_data_ = data_pd_.diff_dst_desc() != user_dst_;
+  r_dy_wei_ = wei_pd_.diff_dst_desc() != user_dst_;
+  r_w_ = data_pd_.weights_desc() != user_wei_;
+  r_x_ = wei_pd_.src_desc() != user_src_;
+  r_dx_ = data_pd_.diff_src_desc() != user_src_;
+  r_dw_ = wei_pd_.diff_weights_desc() != user_wei_;
+  if (r_dy_data_) dy_data_in_ = make_reorder(user_dst_, data_pd_.diff_dst_desc());
+  if (r_dy_wei_) dy_wei_in_ = make_reorder(user_dst_, wei_pd_.diff_dst_desc());
+  if (r_w_) w_in_ = make_reorder(user_wei_, data_pd_.weights_desc());
+  if (r_x_) x_in_ = make_reorder(user_src_, wei_pd_.src_desc());
+  if (r_dx_) dx_out_ = make_reorder(data_pd_.diff_src_desc(), user_src_);
+  if (r_dw_) dw_out_ = make_reorder(wei_pd_.diff_weights_desc(), user_wei_);
+}
+
+std::shared_ptr<const ConvBackwardPlan> ConvBackwardPlan::get(
+    const ConvGeometry& g, bool with_bias) {
+  std::string key = g.key() + (with_bias ? "|b" : "|-");
+  auto plan = bwd_cache().get(key);
+  if (!plan) {
+    plan = std::make_shared<const ConvBackwardPlan>(g, with_bias);
+    bwd_cache().put(key, plan);
+  }
+  return plan;
+}
+
+void ConvBackwardPlan::execute(const float* x, const float* w, const float* dy,
+                               float* dx, float* dw, float* dbias,
+                               dnnl::stream& s) const {
+  memory dy_user = wrap(user_dst_, dy);
+  // The data and weights primitives usually agree on the diff_dst layout;
+  // reorder dy once and share it then.
+  memory dy_data = dy_user, dy_wei = dy_user;
+  if (dx && r_dy_data_) {
+    dy_data = scratch_memory(data_pd_.diff_dst_desc());
+    run_reorder(dy_data_in_, dy_user, dy_data, s);
+  }
+  if ((dw || dbias) && r_dy_wei_) {
+    if (dx && r_dy_data_ &&
+        wei_pd_.diff_dst_desc() == data_pd_.diff_dst_desc()) {
+      dy_wei = dy_data;
+    } else {
+      dy_wei = scratch_memory(wei_pd_.diff_dst_desc());
+      run_reorder(dy_wei_in_, dy_user, dy_wei, s);
+    }
+  }
+  if (dx) {
+    memory w_mem = wrap(user_wei_, w);
+    if (r_w_) {
+      memory blocked = scratch_memory(data_pd_.weights_desc());
+      run_reorder(w_in_, w_mem, blocked, s);
+      w_mem = blocked;
+    }
+    memory dx_user = wrap(user_src_, dx);
+    memory dx_mem = r_dx_ ? scratch_memory(data_pd_.diff_src_desc()) : dx_user;
+    data_prim_.execute(
+        s, {{DNNL_ARG_DIFF_DST, dy_data},
+            {DNNL_ARG_WEIGHTS, w_mem},
+            {DNNL_ARG_DIFF_SRC, dx_mem},
+            {DNNL_ARG_SCRATCHPAD, scratchpad(data_pd_.scratchpad_desc())}});
+    if (r_dx_) run_reorder(dx_out_, dx_mem, dx_user, s);
+  }
+  if (dw || dbias) {
+    memory x_mem = wrap(user_src_, x);
+    if (r_x_) {
+      memory blocked = scratch_memory(wei_pd_.src_desc());
+      run_reorder(x_in_, x_mem, blocked, s);
+      x_mem = blocked;
+    }
+    // oneDNN computes both; a missing output goes to scratch.
+    memory dw_mem = (dw && !r_dw_) ? wrap(user_wei_, dw)
+                                   : scratch_memory(wei_pd_.diff_weights_desc());
+    std::unordered_map<int, memory> args = {
+        {DNNL_ARG_SRC, x_mem},
+        {DNNL_ARG_DIFF_DST, dy_wei},
+        {DNNL_ARG_DIFF_WEIGHTS, dw_mem},
+        {DNNL_ARG_SCRATCHPAD, scratchpad(wei_pd_.scratchpad_desc())}};
+    if (with_bias_)
+      args[DNNL_ARG_DIFF_BIAS] =
+          dbias ? wrap(bias_md_, dbias) : scratch_memory(bias_md_);
+    wei_prim_.execute(s, args);
+    if (dw && r_dw_) run_reorder(dw_out_, dw_mem, wrap(user_wei_, dw), s);
+  }
+  s.wait();
+}
+
+void set_plan_cache_capacity(size_t n) {
+  fwd_cache().set_capacity(n);
+  bwd_cache().set_capacity(n);
+}
+
+void clear_plan_caches() {
+  fwd_cache().clear();
+  bwd_cache().clear();
+}
+
+size_t plan_cache_size() { return fwd_cache().size() + bwd_cache().size(); }
+
+}  // namespace onednn
+}  // namespace fastconv

@@ -1,0 +1,89 @@
+// oneDNN convolution for the CPU engine: forward (training and inference with
+// post-ops) and backward (data and weights), on Paddle's plain NCHW/NHWC
+// tensors. Primitives, their reorders and layouts are planned once per
+// geometry and cached.
+//
+// Layout policy: NHWC tensors and NCHW 1x1/stride-1/unpadded convolutions run
+// on the plain layout directly (oneDNN's NHWC kernels and GEMM path need no
+// reorder of activations); other NCHW convolutions let oneDNN choose its
+// blocked layout and pay a reorder in and out, which its faster kernels more
+// than repay. PADDLE_FASTCONV_CONV_LAYOUT=plain|blocked overrides the policy
+// (for benchmarking).
+#pragma once
+
+#include <memory>
+
+#include "common/conv_geometry.h"
+#include "onednn/dnnl_common.h"
+
+namespace fastconv {
+namespace onednn {
+
+struct ConvFwdOptions {
+  bool with_bias = false;  // add a per-output-channel bias
+  bool residual = false;   // add a residual tensor (plain layout) before act
+  bool relu = false;       // ReLU after bias/residual
+  bool inference = false;  // forward_inference instead of forward_training
+};
+
+class ConvForwardPlan {
+ public:
+  static std::shared_ptr<const ConvForwardPlan> get(const ConvGeometry& g,
+                                                    const ConvFwdOptions& o);
+
+  // The weights layout the primitive wants; weights given to execute() must
+  // be in it (see prepare_weights).
+  dnnl::memory::desc weights_desc() const { return pd_.weights_desc(); }
+  // Copies plain [O, C/g, KH, KW] weights into `dst` (weights_desc().get_size()
+  // bytes) in the primitive's layout.
+  void prepare_weights(const float* w, void* dst, dnnl::stream& s) const;
+
+  // y = post_ops(conv(x, weights) + bias) on plain tensors. `weights` points
+  // to data in weights_desc(); bias may be null only without with_bias;
+  // residual may be null only without options.residual.
+  void execute(const float* x, const void* weights, const float* bias,
+               const float* residual, float* y, dnnl::stream& s) const;
+
+  ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o);
+
+ private:
+  ConvGeometry g_;
+  ConvFwdOptions o_;
+  dnnl::memory::desc user_src_, user_dst_, user_wei_, bias_md_;
+  dnnl::convolution_forward::primitive_desc pd_;
+  dnnl::convolution_forward prim_;
+  bool reorder_src_, reorder_dst_, reorder_wei_;
+  dnnl::reorder src_in_, dst_out_, res_in_, wei_in_;
+};
+
+class ConvBackwardPlan {
+ public:
+  static std::shared_ptr<const ConvBackwardPlan> get(const ConvGeometry& g,
+                                                     bool with_bias);
+  // Any of dx, dw, dbias may be null (not computed). dw is written in the
+  // plain [O, C/g, KH, KW] layout; dbias only when with_bias.
+  void execute(const float* x, const float* w, const float* dy, float* dx,
+               float* dw, float* dbias, dnnl::stream& s) const;
+
+  ConvBackwardPlan(const ConvGeometry& g, bool with_bias);
+
+ private:
+  ConvGeometry g_;
+  bool with_bias_;
+  dnnl::memory::desc user_src_, user_dst_, user_wei_, bias_md_;
+  dnnl::convolution_backward_data::primitive_desc data_pd_;
+  dnnl::convolution_backward_data data_prim_;
+  dnnl::convolution_backward_weights::primitive_desc wei_pd_;
+  dnnl::convolution_backward_weights wei_prim_;
+  // reorders: dy for each primitive, w for data, x for weights, dx and dw out
+  bool r_dy_data_, r_dy_wei_, r_w_, r_x_, r_dx_, r_dw_;
+  dnnl::reorder dy_data_in_, dy_wei_in_, w_in_, x_in_, dx_out_, dw_out_;
+};
+
+// Cache control (exposed to Python): capacity of each plan cache, clearing.
+void set_plan_cache_capacity(size_t n);
+void clear_plan_caches();
+size_t plan_cache_size();
+
+}  // namespace onednn
+}  // namespace fastconv

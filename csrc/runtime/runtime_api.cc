@@ -1,0 +1,51 @@
+// A small C ABI for the Python package (loaded through ctypes on the same
+// library Paddle registered the ops from): threads, cache control and what
+// this build contains.
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+
+#include "conv_bn_act/bn_act_cpu.h"
+#include "conv_bn_act/folded_weights.h"
+#include "onednn/conv_onednn.h"
+
+extern "C" {
+
+int fastconv_get_num_threads() { return fastconv::cpu::num_threads(); }
+
+void fastconv_set_num_threads(int n) { fastconv::cpu::set_num_threads(n); }
+
+// Caps the number of cached primitive plans (each of forward and backward)
+// and of folded eval weights.
+void fastconv_set_cache_capacity(size_t plans, size_t folded) {
+  fastconv::onednn::set_plan_cache_capacity(plans);
+  fastconv::set_folded_cache_capacity(folded);
+}
+
+void fastconv_clear_caches() {
+  fastconv::onednn::clear_plan_caches();
+  fastconv::clear_folded_cache();
+  fastconv::onednn::ScratchArena::local().release();
+}
+
+// out[0] = plan entries, out[1] = folded-weight entries.
+void fastconv_cache_sizes(size_t* out) {
+  out[0] = fastconv::onednn::plan_cache_size();
+  out[1] = fastconv::folded_cache_size();
+}
+
+// oneDNN version of the library loaded at run time, "major.minor.patch".
+void fastconv_onednn_version(char* buf, size_t n) {
+  const dnnl_version_t* v = dnnl_version();
+  std::snprintf(buf, n, "%d.%d.%d", v->major, v->minor, v->patch);
+}
+
+int fastconv_built_with_cuda() {
+#ifdef PADDLE_WITH_CUDA
+  return 1;
+#else
+  return 0;
+#endif
+}
+
+}  // extern "C"

@@ -1,0 +1,11 @@
+"""paddle_fastconv: fused convolution blocks for PaddlePaddle.
+
+Importing the package loads its compiled op library into Paddle."""
+from ._loader import BUILD_INFO, LIBRARY_PATH  # noqa: F401  (loads the ops)
+from . import nn, ops, reference  # noqa: F401
+from .nn import ConvBNReLU  # noqa: F401
+from .ops import conv_bn_act  # noqa: F401
+from .runtime import (cache_info, clear_caches, get_num_threads,  # noqa: F401
+                      set_cache_capacity, set_num_threads)
+
+__version__ = BUILD_INFO["version"]

@@ -1,0 +1,71 @@
+"""Loads the compiled op library into Paddle and builds the Python entry
+points of its custom ops.
+
+A pip-installed package does not get the op wrapper module Paddle generates
+for `paddle.utils.cpp_extension.setup`, so the library is registered here
+with Paddle's loader and the wrappers are generated from the registered op
+metadata, which keeps them right for dygraph, PIR and legacy static graphs of
+the installed Paddle version."""
+import ctypes
+import glob
+import os
+import zlib  # noqa: F401  (paddlepaddle-gpu 2.6 exports an old zlib: load ours first)
+
+import paddle
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_OPS = ("fastconv_conv_bn_act",)
+
+
+class BuildMismatchError(ImportError):
+    pass
+
+
+def _library_path():
+    found = sorted(glob.glob(os.path.join(_HERE, "_fastconv_ops*.so")))
+    if not found:
+        raise ImportError(
+            "paddle_fastconv: the compiled op library was not found in %s. "
+            "Install the package with `pip install --no-build-isolation .` "
+            "(a plain source checkout has no compiled library)." % _HERE)
+    return found[0]
+
+
+def _build_info():
+    try:
+        from ._build_info import BUILD_INFO
+    except ImportError:
+        raise ImportError("paddle_fastconv: _build_info.py is missing; the "
+                          "package was not built by its setup.py.") from None
+    return BUILD_INFO
+
+
+def _check_version(info):
+    built, running = info["paddle_version"], paddle.__version__
+    if built != running:
+        raise BuildMismatchError(
+            "paddle_fastconv was built against Paddle %s but Paddle %s is "
+            "installed. Custom-op libraries are tied to the Paddle they were "
+            "compiled with: rebuild with `pip install --no-build-isolation "
+            "--force-reinstall --no-deps .`" % (built, running))
+
+
+def _make_api(op_name):
+    from paddle.utils.cpp_extension import extension_utils as eu
+    source = eu._custom_api_content(op_name)
+    namespace = {}
+    exec(compile(source, "<paddle_fastconv:%s>" % op_name, "exec"), namespace)
+    return namespace[op_name]
+
+
+BUILD_INFO = _build_info()
+_check_version(BUILD_INFO)
+LIBRARY_PATH = _library_path()
+paddle.utils.cpp_extension.load_op_meta_info_and_register_op(LIBRARY_PATH)
+OPS = {name: _make_api(name) for name in _OPS}
+# The same handle Paddle opened (dlopen returns it again): a C ABI for threads,
+# caches and build facts.
+CLIB = ctypes.CDLL(LIBRARY_PATH)
+CLIB.fastconv_set_cache_capacity.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
+CLIB.fastconv_cache_sizes.argtypes = [ctypes.POINTER(ctypes.c_size_t)]
+CLIB.fastconv_onednn_version.argtypes = [ctypes.c_char_p, ctypes.c_size_t]

@@ -1,0 +1,81 @@
+"""Functional entry points of the fused ops."""
+import paddle
+
+from . import _args
+from ._loader import OPS
+
+_OP = "fastconv_conv_bn_act"
+
+
+def _known(d):
+    return d is not None and d >= 0
+
+
+def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
+                bias=None, residual=None, stride=1, padding=0, dilation=1,
+                groups=1, data_format="NCHW", act="relu", training=True,
+                momentum=0.9, epsilon=1e-5):
+    """y = act(batch_norm(conv2d(x, weight, bias)) [+ residual]) in one op.
+
+    Same semantics as paddle.nn.functional.conv2d followed by
+    paddle.nn.functional.batch_norm(training=training, momentum=momentum,
+    epsilon=epsilon), an optional residual add and ReLU (act="relu") or no
+    activation (act="none"). In training mode running_mean and running_var
+    are updated in place, as BatchNorm2D does. Returns y.
+    """
+    op = _OP
+    _args.check_tensor(x, "x", op, ndim=4)
+    _args.check_tensor(weight, "weight", op, ndim=4)
+    data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, op)
+    act = _args.choice(act, "act", _args.ACTS, op)
+    if weight.dtype != x.dtype:
+        raise TypeError("%s: argument 'weight' dtype %s differs from x dtype %s"
+                        % (op, weight.dtype, x.dtype))
+    strides = _args.pair(stride, "stride", op)
+    dilations = _args.pair(dilation, "dilation", op)
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError("%s: argument 'groups' must be a positive int, got %r" % (op, groups))
+    shape = list(x.shape)
+    spatial = shape[2:4] if data_format == "NCHW" else shape[1:3]
+    pads = _args.paddings(padding, op, data_format, kernel=list(weight.shape[2:4]),
+                          stride=strides, dilation=dilations, spatial=spatial)
+    channels = shape[1] if data_format == "NCHW" else shape[3]
+    if _known(shape[0]) and shape[0] == 0:
+        raise ValueError("%s: argument 'x' has an empty batch (shape %s)" % (op, shape))
+    if _known(channels) and channels != weight.shape[1] * groups:
+        raise ValueError(
+            "%s: argument 'x' has %d channels (%s) but 'weight' of shape %s with "
+            "groups=%d expects %d" % (op, channels, data_format, list(weight.shape),
+                                      groups, weight.shape[1] * groups))
+    out_channels = weight.shape[0]
+    for name, t in (("bn_weight", bn_weight), ("bn_bias", bn_bias),
+                    ("running_mean", running_mean), ("running_var", running_var)):
+        _args.check_tensor(t, name, op, ndim=1)
+        if t.dtype != paddle.float32:
+            raise TypeError("%s: argument '%s' must be float32 (BN parameters and "
+                            "statistics are kept in fp32), got %s" % (op, name, t.dtype))
+        if t.shape[0] != out_channels:
+            raise ValueError("%s: argument '%s' must have shape [%d], got %s"
+                             % (op, name, out_channels, list(t.shape)))
+    if bias is not None:
+        _args.check_tensor(bias, "bias", op, ndim=1)
+        if bias.dtype != x.dtype or bias.shape[0] != out_channels:
+            raise ValueError("%s: argument 'bias' must be %s of shape [%d], got %s %s"
+                             % (op, x.dtype, out_channels, bias.dtype, list(bias.shape)))
+    if residual is not None:
+        _args.check_tensor(residual, "residual", op, ndim=4)
+        if residual.dtype != x.dtype:
+            raise TypeError("%s: argument 'residual' dtype %s differs from x dtype %s"
+                            % (op, residual.dtype, x.dtype))
+    if not isinstance(momentum, (int, float)) or not isinstance(epsilon, (int, float)):
+        raise TypeError("%s: arguments 'momentum' and 'epsilon' must be numbers" % op)
+    outs = OPS[_OP](x, weight, bias, bn_weight, bn_bias, running_mean, running_var,
+                    residual, strides, pads, dilations, int(groups), data_format,
+                    act, bool(training), float(momentum), float(epsilon))
+    if paddle.in_dynamic_mode():
+        # The statistics are written in place; autograd marks in-place outputs
+        # of an op that has differentiable inputs as differentiable, which
+        # would make the next in-place update of these leaf buffers an error.
+        running_mean.stop_gradient = True
+        running_var.stop_gradient = True
+    return outs[0]
