@@ -8,7 +8,19 @@ _OP = "fastconv_conv_bn_act"
 
 
 def _known(d):
-    return d is not None and d >= 0
+    # In static graphs unknown sizes are -1 or symbolic values.
+    return isinstance(d, int) and d >= 0
+
+
+def _absent(dtype):
+    t = paddle.empty([0], dtype=dtype)
+    t.stop_gradient = True
+    return t
+
+
+def _out_size(size, k, stride, dilation, pad_lo, pad_hi):
+    span = size + pad_lo + pad_hi - (dilation * (k - 1) + 1)
+    return span // stride + 1 if span >= 0 else 0
 
 
 def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
@@ -67,8 +79,31 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
         if residual.dtype != x.dtype:
             raise TypeError("%s: argument 'residual' dtype %s differs from x dtype %s"
                             % (op, residual.dtype, x.dtype))
+    if all(_known(v) for v in spatial):
+        kh, kw = weight.shape[2], weight.shape[3]
+        oh = _out_size(spatial[0], kh, strides[0], dilations[0], pads[0], pads[1])
+        ow = _out_size(spatial[1], kw, strides[1], dilations[1], pads[2], pads[3])
+        if oh <= 0 or ow <= 0:
+            raise ValueError("%s: argument 'x' spatial size %dx%d is too small for kernel "
+                             "%dx%d, stride %s, padding %s, dilation %s" % (
+                                 op, spatial[0], spatial[1], kh, kw, strides, pads, dilations))
+        out_shape = [shape[0], out_channels, oh, ow] if data_format == "NCHW" else \
+            [shape[0], oh, ow, out_channels]
+        if residual is not None and list(residual.shape) != out_shape and \
+                all(_known(v) for v in residual.shape):
+            raise ValueError("%s: argument 'residual' must have the output shape %s, got %s"
+                             % (op, out_shape, list(residual.shape)))
+        if training and _known(shape[0]) and shape[0] * oh * ow <= 1:
+            raise ValueError("%s: argument 'x' gives one value per channel (output %s); "
+                             "training-mode batch statistics need more than one"
+                             % (op, out_shape))
     if not isinstance(momentum, (int, float)) or not isinstance(epsilon, (int, float)):
         raise TypeError("%s: arguments 'momentum' and 'epsilon' must be numbers" % op)
+    # Absent bias/residual travel as empty tensors (see the op's registration).
+    if bias is None:
+        bias = _absent(x.dtype)
+    if residual is None:
+        residual = _absent(x.dtype)
     outs = OPS[_OP](x, weight, bias, bn_weight, bn_bias, running_mean, running_var,
                     residual, strides, pads, dilations, int(groups), data_format,
                     act, bool(training), float(momentum), float(epsilon))

@@ -83,16 +83,26 @@ ConvGeometry check_inputs(const paddle::Tensor& x, const paddle::Tensor& w,
   return g;
 }
 
+// Bias and Residual are always inputs; an empty [0] tensor means "absent".
+// (Optional inputs would make their gradients optional outputs, which static
+// graphs of some Paddle versions mis-index.)
+OptTensor present(const paddle::Tensor& t) {
+  if (t.initialized() && t.numel() > 0) return t;
+  return paddle::none;
+}
+
 std::vector<paddle::Tensor> ConvBnActForward(
-    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
-    const paddle::Tensor& scale, const paddle::Tensor& shift,
-    paddle::Tensor& running_mean, paddle::Tensor& running_var,
-    const OptTensor& residual, const std::vector<int>& strides,
+    const paddle::Tensor& x, const paddle::Tensor& w,
+    const paddle::Tensor& bias_in, const paddle::Tensor& scale,
+    const paddle::Tensor& shift, paddle::Tensor& running_mean,
+    paddle::Tensor& running_var, const paddle::Tensor& residual_in,
+    const std::vector<int>& strides,
     const std::vector<int>& paddings, const std::vector<int>& dilations,
     int groups, const std::string& data_format, const std::string& act,
     bool training, float momentum, float epsilon) {
   ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
                                 data_format, act, training, momentum, epsilon);
+  const OptTensor bias = present(bias_in), residual = present(residual_in);
   ConvGeometry g = check_inputs(x, w, bias, scale, shift, running_mean,
                                 running_var, residual, a);
   if (x.is_cpu())
@@ -114,8 +124,9 @@ std::vector<paddle::Tensor> ConvBnActForward(
 }
 
 std::vector<paddle::Tensor> ConvBnActBackward(
-    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
-    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& x, const paddle::Tensor& w,
+    const paddle::Tensor& bias_in, const paddle::Tensor& scale,
+    const paddle::Tensor& residual_in,
     const paddle::Tensor& y, const paddle::Tensor& saved_z,
     const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
     const paddle::Tensor& dy, const std::vector<int>& strides,
@@ -124,32 +135,40 @@ std::vector<paddle::Tensor> ConvBnActBackward(
     bool training, float momentum, float epsilon) {
   ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
                                 data_format, act, training, momentum, epsilon);
+  const OptTensor bias = present(bias_in), residual = present(residual_in);
   ConvGeometry g =
       make_conv_geometry(x.shape(), w.shape(), a.strides, a.paddings,
                          a.dilations, a.groups, a.data_format, kConvBnActOp);
   FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(),
                kConvBnActOp, "grad_y", "must match y (shape ",
                shape_str(g.out_shape()), "), got ", shape_str(dy.shape()));
+  std::vector<paddle::Tensor> grads;
   if (x.is_cpu())
-    return conv_bn_act_backward_cpu(x, w, bias, scale, residual, y, saved_z,
-                                    saved_mean, saved_invstd, dy, g, a);
-#ifdef PADDLE_WITH_CUDA
-  if (x.is_gpu())
-    return conv_bn_act_backward_cuda(x, w, bias, scale, residual, y, saved_z,
+    grads = conv_bn_act_backward_cpu(x, w, bias, scale, residual, y, saved_z,
                                      saved_mean, saved_invstd, dy, g, a);
+#ifdef PADDLE_WITH_CUDA
+  else if (x.is_gpu())
+    grads = conv_bn_act_backward_cuda(x, w, bias, scale, residual, y, saved_z,
+                                      saved_mean, saved_invstd, dy, g, a);
 #endif
-  PD_THROW(kConvBnActOp, "_grad: unsupported device ", x.place());
+  else
+    PD_THROW(kConvBnActOp, "_grad: unsupported device ", x.place());
+  // Gradients of absent (empty) inputs are empty tensors too.
+  for (int i : {2, 5})
+    if (!grads[i].initialized())
+      grads[i] = paddle::empty({0}, i == 2 ? bias_in.dtype() : x.dtype(),
+                               x.place());
+  return grads;
 }
 
 // ------------------------------------------------------------ inference fns
 
 std::vector<std::vector<int64_t>> ConvBnActInferShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
-    const paddle::optional<std::vector<int64_t>>& bias,
-    const std::vector<int64_t>& scale, const std::vector<int64_t>& shift,
-    const std::vector<int64_t>& running_mean,
+    const std::vector<int64_t>& bias, const std::vector<int64_t>& scale,
+    const std::vector<int64_t>& shift, const std::vector<int64_t>& running_mean,
     const std::vector<int64_t>& running_var,
-    const paddle::optional<std::vector<int64_t>>& residual,
+    const std::vector<int64_t>& residual,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
     const std::string& data_format, const std::string& act, bool training,
@@ -180,34 +199,29 @@ std::vector<std::vector<int64_t>> ConvBnActInferShape(
 
 std::vector<paddle::DataType> ConvBnActInferDtype(
     const paddle::DataType& x, const paddle::DataType& w,
-    const paddle::optional<paddle::DataType>& bias,
-    const paddle::DataType& scale, const paddle::DataType& shift,
-    const paddle::DataType& running_mean, const paddle::DataType& running_var,
-    const paddle::optional<paddle::DataType>& residual) {
+    const paddle::DataType& bias, const paddle::DataType& scale,
+    const paddle::DataType& shift, const paddle::DataType& running_mean,
+    const paddle::DataType& running_var, const paddle::DataType& residual) {
   return {x, x, paddle::DataType::FLOAT32, paddle::DataType::FLOAT32};
 }
 
 std::vector<std::vector<int64_t>> ConvBnActGradInferShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
-    const paddle::optional<std::vector<int64_t>>& bias,
-    const std::vector<int64_t>& scale,
-    const paddle::optional<std::vector<int64_t>>& residual,
-    const std::vector<int64_t>& y, const std::vector<int64_t>& saved_z,
+    const std::vector<int64_t>& bias, const std::vector<int64_t>& scale,
+    const std::vector<int64_t>& residual, const std::vector<int64_t>& y, const std::vector<int64_t>& saved_z,
     const std::vector<int64_t>& saved_mean,
     const std::vector<int64_t>& saved_invstd, const std::vector<int64_t>& dy) {
-  return {x,     w,     bias ? *bias : std::vector<int64_t>{0},
-          scale, scale, residual ? *residual : std::vector<int64_t>{0}};
+  return {x, w, bias, scale, scale, residual};
 }
 
 std::vector<paddle::DataType> ConvBnActGradInferDtype(
     const paddle::DataType& x, const paddle::DataType& w,
-    const paddle::optional<paddle::DataType>& bias,
-    const paddle::DataType& scale,
-    const paddle::optional<paddle::DataType>& residual,
-    const paddle::DataType& y, const paddle::DataType& saved_z,
+    const paddle::DataType& bias, const paddle::DataType& scale,
+    const paddle::DataType& residual, const paddle::DataType& y, const paddle::DataType& saved_z,
     const paddle::DataType& saved_mean, const paddle::DataType& saved_invstd,
     const paddle::DataType& dy) {
-  return {x, w, x, paddle::DataType::FLOAT32, paddle::DataType::FLOAT32, x};
+  return {x, w, bias, paddle::DataType::FLOAT32, paddle::DataType::FLOAT32,
+          residual};
 }
 
 }  // namespace
@@ -219,8 +233,8 @@ std::vector<paddle::DataType> ConvBnActGradInferDtype(
    "act: std::string", "training: bool", "momentum: float", "epsilon: float"}
 
 PD_BUILD_OP(fastconv_conv_bn_act)
-    .Inputs({"X", "Filter", paddle::Optional("Bias"), "Scale", "Shift",
-             "RunningMean", "RunningVar", paddle::Optional("Residual")})
+    .Inputs({"X", "Filter", "Bias", "Scale", "Shift", "RunningMean",
+             "RunningVar", "Residual"})
     .Outputs({"Y", "MeanOut", "VarOut", "SavedZ", "SavedMean", "SavedInvStd"})
     .Attrs(FC_CONV_BN_ACT_ATTRS)
     .SetInplaceMap({{"RunningMean", "MeanOut"}, {"RunningVar", "VarOut"}})
@@ -229,12 +243,11 @@ PD_BUILD_OP(fastconv_conv_bn_act)
     .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::ConvBnActInferDtype));
 
 PD_BUILD_GRAD_OP(fastconv_conv_bn_act)
-    .Inputs({"X", "Filter", paddle::Optional("Bias"), "Scale",
-             paddle::Optional("Residual"), "Y", "SavedZ", "SavedMean",
-             "SavedInvStd", paddle::Grad("Y")})
-    .Outputs({paddle::Grad("X"), paddle::Grad("Filter"),
-              paddle::Grad(paddle::Optional("Bias")), paddle::Grad("Scale"),
-              paddle::Grad("Shift"), paddle::Grad(paddle::Optional("Residual"))})
+    .Inputs({"X", "Filter", "Bias", "Scale", "Residual", "Y", "SavedZ",
+             "SavedMean", "SavedInvStd", paddle::Grad("Y")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Filter"), paddle::Grad("Bias"),
+              paddle::Grad("Scale"), paddle::Grad("Shift"),
+              paddle::Grad("Residual")})
     .Attrs(FC_CONV_BN_ACT_ATTRS)
     .SetKernelFn(PD_KERNEL(fastconv::ConvBnActBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(fastconv::ConvBnActGradInferShape))

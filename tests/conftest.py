@@ -1,0 +1,37 @@
+import os
+import random
+
+import numpy as np
+import pytest
+
+import paddle
+import paddle_fastconv  # noqa: F401  (loads the op library)
+
+# The suite's own thread count: explicit, so runs are reproducible.
+paddle_fastconv.set_num_threads(int(os.environ.get("PADDLE_FASTCONV_TEST_THREADS", "2")))
+
+
+def has_gpu():
+    try:
+        return paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    except Exception:
+        return False
+
+
+DEVICES = ["cpu"] + (["gpu"] if has_gpu() else [])
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_device(request):
+    seed = 2024
+    random.seed(seed)
+    np.random.seed(seed)
+    paddle.seed(seed)
+    yield
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="no CUDA device (or Paddle without CUDA)")
+    for item in items:
+        if "gpu" in item.keywords and not has_gpu():
+            item.add_marker(skip_gpu)

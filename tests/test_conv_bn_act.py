@@ -1,0 +1,189 @@
+"""Parity of the fused Conv+BN(+residual)+act op with the stock layers:
+outputs, every gradient and the running statistics, train and eval, NCHW and
+NHWC, over kernel sizes, strides, dilation, groups, asymmetric padding, odd
+sizes and batch 1."""
+import numpy as np
+import paddle
+import pytest
+
+from helpers import input_shape, leaf, make_pair, stock_forward
+from tolerances import assert_close
+
+# cin, cout, kernel, stride, padding, dilation, groups, conv bias, batch, (H, W)
+CASES = [
+    (8, 16, 3, 1, 1, 1, 1, False, 2, (9, 9)),
+    (8, 16, 1, 1, 0, 1, 1, False, 2, (8, 8)),
+    (6, 12, 5, 2, 2, 1, 1, True, 2, (11, 13)),
+    (4, 8, 7, 2, 3, 1, 1, False, 2, (15, 15)),
+    (8, 8, 3, 1, 2, 2, 1, False, 2, (10, 10)),
+    (8, 16, 3, 2, 1, 1, 4, True, 2, (9, 7)),
+    (8, 16, 3, 1, [0, 1, 2, 1], 1, 1, False, 2, (7, 9)),
+    (3, 8, 3, 2, "SAME", 1, 1, False, 2, (9, 10)),
+    (16, 8, 1, 2, 0, 1, 1, False, 1, (7, 5)),
+    (8, 8, 3, 1, 1, 1, 1, True, 1, (5, 5)),
+]
+VARIANTS = [("relu", False), ("relu", True), ("none", False), ("none", True)]
+FORMATS = ["NCHW", "NHWC"]
+
+
+def _ids(case):
+    cin, cout, k, s, p, d, g, b, n, hw = case
+    return "c%d-%d_k%d_s%d_p%s_d%d_g%d%s_n%d_%dx%d" % (
+        cin, cout, k, s, str(p).replace(" ", ""), d, g, "_bias" if b else "", n, *hw)
+
+
+def _run_pair(case, fmt, act, with_res, training, seed=1):
+    cin, cout, k, s, p, d, g, b, n, hw = case
+    fused, conv, bn = make_pair(cin, cout, k, s, p, d, g, b, act, fmt, seed=seed)
+    if not training:
+        fused.eval(), conv.eval(), bn.eval()
+    rng = np.random.default_rng(seed + 100)
+    x_np = rng.normal(0.3, 1.0, input_shape(n, cin, hw, fmt)).astype("float32")
+    x1, x2 = leaf(x_np), leaf(x_np)
+    r1 = r2 = None
+    # Output shape from the stock conv; the residual must match it.
+    with paddle.no_grad():
+        out_shape = conv(leaf(x_np, True)).shape
+    if with_res:
+        r_np = rng.normal(0, 1, out_shape).astype("float32")
+        r1, r2 = leaf(r_np), leaf(r_np)
+    y1 = fused(x1, r1)
+    y2 = stock_forward(conv, bn, act, x2, r2)
+    dy = paddle.to_tensor(rng.normal(0, 1, out_shape).astype("float32"))
+    (y1 * dy).sum().backward()
+    (y2 * dy).sum().backward()
+    return fused, conv, bn, (x1, x2), (r1, r2), (y1, y2)
+
+
+def _check_grads(fused, conv, bn, xs, rs, with_bias, with_res, training):
+    assert_close(xs[0].grad, xs[1].grad, "grad", what="dx")
+    assert_close(fused.conv.weight.grad, conv.weight.grad, "grad", what="dW")
+    assert_close(fused.bn.weight.grad, bn.weight.grad, "grad", what="dgamma")
+    assert_close(fused.bn.bias.grad, bn.bias.grad, "grad", what="dbeta")
+    if with_bias:
+        # In training the conv-bias gradient is zero up to rounding (BN removes
+        # the mean); in eval it is a real sum.
+        assert_close(fused.conv.bias.grad, conv.bias.grad,
+                     "cancel" if training else "grad", what="dbias")
+    if with_res:
+        assert_close(rs[0].grad, rs[1].grad, "grad", what="dresidual")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_training_parity(case, act, with_res, fmt):
+    fused, conv, bn, xs, rs, ys = _run_pair(case, fmt, act, with_res, training=True)
+    assert_close(ys[0], ys[1], "out", what="y")
+    _check_grads(fused, conv, bn, xs, rs, case[7], with_res, True)
+    assert_close(fused.bn._mean, bn._mean, "stat", what="running_mean")
+    assert_close(fused.bn._variance, bn._variance, "stat", what="running_var")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
+@pytest.mark.parametrize("case", CASES, ids=_ids)
+def test_eval_parity(case, act, with_res, fmt):
+    """Eval: BN folded into the conv; gradients still flow (frozen-BN fine-tuning)."""
+    fused, conv, bn, xs, rs, ys = _run_pair(case, fmt, act, with_res, training=False)
+    assert_close(ys[0], ys[1], "out", what="y")
+    _check_grads(fused, conv, bn, xs, rs, case[7], with_res, False)
+    # Eval never touches the running statistics.
+    assert_close(fused.bn._mean, bn._mean, "stat", what="running_mean")
+    assert_close(fused.bn._variance, bn._variance, "stat", what="running_var")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_no_grad_eval_matches(fmt):
+    fused, conv, bn = make_pair(16, 32, 3, 1, 1, data_format=fmt)
+    for m in (fused, conv, bn):
+        m.eval()
+    x = paddle.randn(input_shape(2, 16, (12, 12), fmt))
+    with paddle.no_grad():
+        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("momentum", [0.9, 0.1])
+def test_sgd_training_loop_then_eval(fmt, momentum):
+    """A few SGD steps from the same start: losses, parameters and running
+    statistics follow stock, and eval afterwards (folded weights rebuilt after
+    every step) matches too."""
+    fused, conv, bn = make_pair(8, 16, 3, 2, 1, bias=True, data_format=fmt, momentum=momentum)
+    opt1 = paddle.optimizer.SGD(0.1, parameters=fused.parameters())
+    opt2 = paddle.optimizer.SGD(0.1, parameters=conv.parameters() + bn.parameters())
+    rng = np.random.default_rng(5)
+    for step in range(4):
+        x = paddle.to_tensor(rng.normal(0, 1, input_shape(4, 8, (10, 10), fmt)).astype("float32"))
+        target = paddle.to_tensor(rng.normal(0, 1, [4, 16, 5, 5] if fmt == "NCHW" else [4, 5, 5, 16]).astype("float32"))
+        l1 = ((fused(x) - target) ** 2).mean()
+        l2 = ((stock_forward(conv, bn, "relu", x) - target) ** 2).mean()
+        assert_close(l1, l2, "out", what="loss step %d" % step)
+        l1.backward(), l2.backward()
+        opt1.step(), opt2.step()
+        opt1.clear_grad(), opt2.clear_grad()
+        # eval between steps: the fold must see the new weights and statistics
+        fused.eval(), conv.eval(), bn.eval()
+        with paddle.no_grad():
+            assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="eval %d" % step)
+        fused.train(), conv.train(), bn.train()
+    assert_close(fused.conv.weight, conv.weight, "grad", what="W after steps")
+    assert_close(fused.bn.weight, bn.weight, "grad", what="gamma after steps")
+    assert_close(fused.bn._mean, bn._mean, "stat", what="running_mean")
+    assert_close(fused.bn._variance, bn._variance, "stat", what="running_var")
+
+
+def test_eval_cache_sees_set_state_dict_and_set_value():
+    fused, conv, bn = make_pair(8, 8, 3, 1, 1)
+    for m in (fused, conv, bn):
+        m.eval()
+    x = paddle.randn([2, 8, 6, 6])
+    with paddle.no_grad():
+        first = fused(x)
+        # same weights object, new values: the cache must not serve stale W'
+        fused.conv.weight.set_value(fused.conv.weight * 0.5)
+        conv.weight.set_value(conv.weight * 0.5)
+        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="after set_value")
+        sd = {k: v * 1.0 for k, v in fused.state_dict().items()}
+        sd["bn._variance"] = sd["bn._variance"] * 3.0
+        fused.set_state_dict(sd)
+        bn.set_state_dict({k[3:]: v for k, v in sd.items() if k.startswith("bn.")})
+        second = fused(x)
+        assert_close(second, stock_forward(conv, bn, "relu", x), "out", what="after set_state_dict")
+        assert float((first - second).abs().max()) > 1e-3  # the change is visible
+
+
+def test_state_dict_keys_match_stock_layers():
+    fused = __import__("paddle_fastconv").ConvBNReLU(4, 8, 3, bias=True)
+    stock = paddle.nn.Sequential(("conv", paddle.nn.Conv2D(4, 8, 3)), ("bn", paddle.nn.BatchNorm2D(8)))
+    a, b = fused.state_dict(), stock.state_dict()
+    assert sorted(a) == sorted(b)
+    assert all(a[k].shape == b[k].shape for k in a)
+    stock.set_state_dict(a)
+    fused.set_state_dict(stock.state_dict())
+
+
+def test_from_layers_shares_parameters():
+    import paddle_fastconv as pf
+    conv, bn = paddle.nn.Conv2D(4, 8, 3, padding=1, bias_attr=False), paddle.nn.BatchNorm2D(8)
+    ref_conv, ref_bn = paddle.nn.Conv2D(4, 8, 3, padding=1, bias_attr=False), paddle.nn.BatchNorm2D(8)
+    ref_conv.set_state_dict(conv.state_dict())
+    fused = pf.ConvBNReLU.from_layers(conv, bn)
+    assert fused.conv.weight is conv.weight and fused.bn._mean is bn._mean
+    x = paddle.randn([2, 4, 6, 6])
+    assert_close(fused(x), paddle.nn.functional.relu(ref_bn(ref_conv(x))), "out")
+    # the shared buffer was updated in place
+    assert_close(bn._mean, ref_bn._mean, "stat")
+    fused.eval()
+    assert not conv.training and not bn.training
+
+
+def test_use_global_stats_uses_running_statistics_in_training():
+    import paddle_fastconv as pf
+    conv = paddle.nn.Conv2D(4, 8, 3, bias_attr=False)
+    bn = paddle.nn.BatchNorm2D(8, use_global_stats=True)
+    fused = pf.ConvBNReLU.from_layers(conv, bn)
+    x = paddle.randn([2, 4, 7, 7])
+    mean_before = bn._mean.numpy().copy()
+    assert_close(fused(x), paddle.nn.functional.relu(bn(conv(x))), "out")
+    np.testing.assert_array_equal(bn._mean.numpy(), mean_before)

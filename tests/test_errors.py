@@ -1,0 +1,102 @@
+"""Bad input gets a Python exception that names the op and the argument; the
+process keeps working and the next correct call is right."""
+import numpy as np
+import paddle
+import pytest
+
+import paddle_fastconv as pf
+from paddle_fastconv import conv_bn_act
+from helpers import make_pair, stock_forward
+from tolerances import assert_close
+
+
+def _params(cout=8):
+    return dict(bn_weight=paddle.ones([cout]), bn_bias=paddle.zeros([cout]),
+                running_mean=paddle.zeros([cout]), running_var=paddle.ones([cout]))
+
+
+W = paddle.randn([8, 4, 3, 3])
+
+
+@pytest.mark.parametrize("x,weight,kwargs,exc,msg", [
+    (paddle.randn([4, 6, 6]), W, {}, ValueError, "'x' must be 4-D"),
+    (paddle.randn([2, 5, 6, 6]), W, {}, ValueError, "'x' has 5 channels"),
+    (paddle.randn([2, 6, 6, 5]), W, {"data_format": "NHWC"}, ValueError, "'x' has 5 channels"),
+    (paddle.randint(0, 3, [2, 4, 6, 6]), W, {}, TypeError, "'x' must be float32"),
+    (paddle.randn([2, 4, 6, 6]), W.astype("float64"), {}, TypeError, "'weight'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"data_format": "NCDHW"}, ValueError, "'data_format'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"act": "gelu"}, ValueError, "'act'"),
+    (paddle.randn([0, 4, 6, 6]), W, {}, ValueError, "empty batch"),
+    (paddle.randn([2, 4, 6, 6]), W, {"stride": 0}, ValueError, "'stride'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"padding": -1}, ValueError, "'padding'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"padding": "FULL"}, ValueError, "'padding'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"groups": 3}, ValueError, "channels"),
+    (paddle.randn([2, 4, 6, 6]), W, {"residual": paddle.randn([2, 8, 5, 5])}, ValueError,
+     "'residual' must have the output shape"),
+    (paddle.randn([2, 4, 2, 2]), W, {}, ValueError, "too small"),
+    (paddle.randn([1, 4, 3, 3]), W, {}, ValueError, "one value per channel"),
+])
+def test_bad_input_raises_and_process_survives(x, weight, kwargs, exc, msg):
+    with pytest.raises(exc, match=msg.replace("(", r"\(")) as info:
+        conv_bn_act(x, weight, **_params(), **kwargs)
+    assert "fastconv_conv_bn_act" in str(info.value)
+    # the next correct call works and is right
+    fused, conv, bn = make_pair(4, 8, 3, 1, 1)
+    xx = paddle.randn([2, 4, 6, 6])
+    assert_close(fused(xx), stock_forward(conv, bn, "relu", xx), "out")
+
+
+@pytest.mark.parametrize("name,bad", [
+    ("bn_weight", paddle.ones([7])),
+    ("running_var", paddle.ones([8], "float64")),
+    ("running_mean", paddle.ones([8, 1])),
+])
+def test_bad_bn_parameters(name, bad):
+    p = _params()
+    p[name] = bad
+    with pytest.raises((ValueError, TypeError), match="'%s'" % name):
+        conv_bn_act(paddle.randn([2, 4, 6, 6]), W, **p)
+
+
+def test_bad_state_dict_shape_is_caught_before_cpp():
+    fused = pf.ConvBNReLU(4, 8, 3)
+    # Paddle's set_state_dict warns and skips mismatched shapes; force one in.
+    fused.bn._variance = paddle.create_parameter([5], "float32")
+    with pytest.raises(ValueError, match="'running_var' must have shape \\[8\\]"):
+        fused(paddle.randn([2, 4, 6, 6]))
+
+
+def test_cpu_half_precision_refused_clearly():
+    x = paddle.randn([2, 4, 6, 6]).astype("float16")
+    with pytest.raises(Exception, match="on CPU must be float32"):
+        conv_bn_act(x, W.astype("float16"), **_params())
+
+
+@pytest.mark.parametrize("kwargs,msg", [
+    (dict(in_channels=0, out_channels=4, kernel_size=3), "'in_channels'"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, act="sigmoid"), "'act'"),
+    (dict(in_channels=4, out_channels=4, kernel_size=3, data_format="NDHWC"), "'data_format'"),
+    (dict(in_channels=4, out_channels=6, kernel_size=3, groups=4), "'groups'"),
+    (dict(in_channels=4, out_channels=4, kernel_size=(3, 3, 3)), "'kernel_size'"),
+])
+def test_layer_constructor_validation(kwargs, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        pf.ConvBNReLU(**kwargs)
+
+
+def test_from_layers_rejects_wrong_types():
+    with pytest.raises(TypeError, match="'conv'"):
+        pf.ConvBNReLU.from_layers(paddle.nn.Linear(2, 2), paddle.nn.BatchNorm2D(2))
+    with pytest.raises(ValueError, match="padding_mode"):
+        pf.ConvBNReLU.from_layers(paddle.nn.Conv2D(2, 4, 3, padding_mode="reflect"),
+                                  paddle.nn.BatchNorm2D(4))
+
+
+def test_nan_propagates_like_stock():
+    fused, conv, bn = make_pair(4, 8, 3, 1, 1, act="none")
+    fused.eval(), conv.eval(), bn.eval()
+    x = paddle.randn([2, 4, 6, 6])
+    x[0, 0, 2, 2] = float("nan")
+    with paddle.no_grad():
+        a, b = fused(x).numpy(), stock_forward(conv, bn, "none", x).numpy()
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))

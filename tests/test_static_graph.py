@@ -1,0 +1,78 @@
+"""Static graph and deployment: to_static training matches dygraph,
+jit.save -> jit.load and a paddle.inference predictor (op library loaded by
+importing paddle_fastconv) match dygraph eval."""
+import os
+
+import numpy as np
+import paddle
+import pytest
+from paddle.static import InputSpec
+
+import paddle_fastconv as pf
+from tolerances import assert_close
+
+
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("with_res", [False, True])
+def test_to_static_training_matches_dygraph(fmt, with_res):
+    class Net(paddle.nn.Layer):
+        def __init__(self):
+            super().__init__()
+            self.a = pf.ConvBNReLU(4, 8, 3, padding=1, bias=True, data_format=fmt)
+            self.b = pf.ConvBNReLU(8, 8, 3, padding=1, act="relu", data_format=fmt)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h, h if with_res else None)
+
+    dyn, st = Net(), Net()
+    st.set_state_dict(dyn.state_dict())
+    st_fn = paddle.jit.to_static(st, full_graph=True)
+    o1 = paddle.optimizer.Momentum(0.05, parameters=dyn.parameters())
+    o2 = paddle.optimizer.Momentum(0.05, parameters=st.parameters())
+    rng = np.random.default_rng(0)
+    shape = [2, 4, 7, 7] if fmt == "NCHW" else [2, 7, 7, 4]
+    for step in range(3):
+        x = paddle.to_tensor(rng.normal(0, 1, shape).astype("float32"))
+        l1 = (dyn(x) ** 2).mean()
+        l2 = (st_fn(x) ** 2).mean()
+        assert_close(l2, l1, "out", what="loss %d" % step)
+        l1.backward(), l2.backward()
+        o1.step(), o2.step(), o1.clear_grad(), o2.clear_grad()
+    for (k, v1), (_, v2) in zip(sorted(dyn.state_dict().items()), sorted(st.state_dict().items())):
+        assert_close(v2, v1, "grad", what=k)
+
+
+def _saved_model(tmp_path, fmt):
+    paddle.seed(3)
+    net = paddle.nn.Sequential(pf.ConvBNReLU(3, 8, 3, stride=2, padding=1, data_format=fmt),
+                               pf.ConvBNReLU(8, 16, 1, act="none", data_format=fmt))
+    x = paddle.randn([4, 3, 12, 12] if fmt == "NCHW" else [4, 12, 12, 3])
+    net(x)  # one training step moves the running statistics off their init
+    net.eval()
+    path = os.path.join(str(tmp_path), "model")
+    spec = [InputSpec([None, 3, 12, 12] if fmt == "NCHW" else [None, 12, 12, 3], "float32")]
+    paddle.jit.save(net, path, input_spec=spec)
+    return net, path, x
+
+
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_jit_save_load_and_inference_predictor(tmp_path, fmt):
+    net, path, x = _saved_model(tmp_path, fmt)
+    with paddle.no_grad():
+        expected = net(x).numpy()
+    loaded = paddle.jit.load(path)
+    loaded.eval()
+    assert_close(loaded(x), expected, "out", what="jit.load")
+
+    from paddle import inference
+    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
+    cfg = inference.Config(prog, path + ".pdiparams")
+    cfg.disable_gpu()
+    cfg.disable_glog_info()
+    pred = inference.create_predictor(cfg)
+    h = pred.get_input_handle(pred.get_input_names()[0])
+    h.copy_from_cpu(x.numpy())
+    pred.run()
+    out = pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+    assert_close(out, expected, "out", what="paddle.inference")
