@@ -5,7 +5,11 @@ from ._loader import BUILD_INFO, LIBRARY_PATH  # noqa: F401  (loads the ops)
 from . import nn, ops, reference  # noqa: F401
 from .nn import ConvBNReLU  # noqa: F401
 from .ops import conv_bn_act  # noqa: F401
-from .runtime import (cache_info, clear_caches, get_num_threads,  # noqa: F401
-                      set_cache_capacity, set_num_threads)
+from .runtime import (cache_info, clear_caches, get_cpu_conv_engine,  # noqa: F401
+                      get_num_threads, onednn_available, onednn_version,
+                      set_cache_capacity, set_cpu_conv_engine, set_num_threads)
+from . import runtime as _runtime
+
+_runtime._warn_if_no_onednn()
 
 __version__ = BUILD_INFO["version"]

@@ -1,7 +1,48 @@
-"""Threads and caches of the CPU engine."""
+"""Threads, caches and the convolution engine of the CPU path."""
 import ctypes
+import warnings
 
 from ._loader import CLIB
+
+_ENGINES = ("onednn", "paddle")
+
+
+def onednn_available():
+    """True when this build runs CPU convolutions with Paddle's oneDNN."""
+    buf = ctypes.create_string_buffer(32)
+    CLIB.fastconv_onednn_version(buf, 32)
+    return bool(buf.value)
+
+
+def onednn_version():
+    """Version of the oneDNN library loaded at run time ('' without oneDNN)."""
+    buf = ctypes.create_string_buffer(32)
+    CLIB.fastconv_onednn_version(buf, 32)
+    return buf.value.decode()
+
+
+def get_cpu_conv_engine():
+    return _ENGINES[CLIB.fastconv_get_cpu_conv_engine()]
+
+
+def set_cpu_conv_engine(name):
+    """'onednn' (the default when built with it) or 'paddle' (Paddle's own
+    conv2d / conv2d_grad with the fused BN kernels around them; correct, but
+    no faster than stock convolutions)."""
+    if name not in _ENGINES:
+        raise ValueError("set_cpu_conv_engine: argument 'name' must be one of %s, got %r"
+                         % (_ENGINES, name))
+    if not CLIB.fastconv_set_cpu_conv_engine(_ENGINES.index(name)):
+        raise RuntimeError("set_cpu_conv_engine: this build of paddle_fastconv has no "
+                           "oneDNN engine (the installed Paddle ships no oneDNN)")
+
+
+def _warn_if_no_onednn():
+    if not onednn_available():
+        warnings.warn("paddle_fastconv: this Paddle ships no oneDNN, so CPU convolutions "
+                      "run through Paddle's own conv API (correct, but not faster than "
+                      "stock); the fused BN/ReLU kernels still apply.", RuntimeWarning,
+                      stacklevel=3)
 
 
 def set_num_threads(n):

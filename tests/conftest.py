@@ -35,3 +35,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords and not has_gpu():
             item.add_marker(skip_gpu)
+
+
+CPU_ENGINES = ["onednn", "paddle"] if paddle_fastconv.onednn_available() else ["paddle"]
+
+
+@pytest.fixture(params=CPU_ENGINES)
+def cpu_engine(request):
+    """Runs a test with each CPU convolution engine built in."""
+    before = paddle_fastconv.get_cpu_conv_engine()
+    paddle_fastconv.set_cpu_conv_engine(request.param)
+    yield request.param
+    paddle_fastconv.set_cpu_conv_engine(before)

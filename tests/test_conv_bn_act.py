@@ -72,7 +72,7 @@ def _check_grads(fused, conv, bn, xs, rs, with_bias, with_res, training):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_training_parity(case, act, with_res, fmt):
+def test_training_parity(case, act, with_res, fmt, cpu_engine):
     fused, conv, bn, xs, rs, ys = _run_pair(case, fmt, act, with_res, training=True)
     assert_close(ys[0], ys[1], "out", what="y")
     _check_grads(fused, conv, bn, xs, rs, case[7], with_res, True)
@@ -83,7 +83,7 @@ def test_training_parity(case, act, with_res, fmt):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_eval_parity(case, act, with_res, fmt):
+def test_eval_parity(case, act, with_res, fmt, cpu_engine):
     """Eval: BN folded into the conv; gradients still flow (frozen-BN fine-tuning)."""
     fused, conv, bn, xs, rs, ys = _run_pair(case, fmt, act, with_res, training=False)
     assert_close(ys[0], ys[1], "out", what="y")
@@ -105,7 +105,7 @@ def test_no_grad_eval_matches(fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("momentum", [0.9, 0.1])
-def test_sgd_training_loop_then_eval(fmt, momentum):
+def test_sgd_training_loop_then_eval(fmt, momentum, cpu_engine):
     """A few SGD steps from the same start: losses, parameters and running
     statistics follow stock, and eval afterwards (folded weights rebuilt after
     every step) matches too."""

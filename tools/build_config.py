@@ -162,7 +162,8 @@ def configure():
         ldflags += ["-L" + os.path.dirname(c.onednn_lib),
                     "-l:" + os.path.basename(c.onednn_lib)]
     else:
-        sources = [s for s in sources if "onednn" not in s]
+        sources = [s for s in sources
+                   if "onednn" not in s and "folded_weights" not in s]
     ldflags += ["-Wl,--as-needed",
                 "-Wl,-rpath," + base_dir + ":" + libs_dir]
     c.archs = c.skipped_archs = []

@@ -89,6 +89,32 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var) {
   }
 }
 
+void channel_sum(const float* t, ChannelView v, double* sums) {
+  const int64_t C = v.channels, I = v.inner;
+  if (I > 1) {
+#pragma omp parallel for schedule(static)
+    for (int64_t c = 0; c < C; ++c) {
+      double s = 0.0;
+      for (int64_t o = 0; o < v.outer; ++o) {
+        const float* p = t + (o * C + c) * I;
+        float r = 0.f;
+#pragma omp simd reduction(+ : r)
+        for (int64_t i = 0; i < I; ++i) r += p[i];
+        s += r;
+      }
+      sums[c] = s;
+    }
+    return;
+  }
+  std::vector<double> out;
+  reduce_rows(v, 1, out, [&](int64_t r, double* acc) {
+    const float* p = t + r * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) acc[c] += p[c];
+  });
+  for (int64_t c = 0; c < C; ++c) sums[c] = out[c];
+}
+
 void bn_act_forward(const float* z, const float* residual, const float* a,
                     const float* b, bool relu, float* y, ChannelView v) {
   const int64_t C = v.channels, I = v.inner;

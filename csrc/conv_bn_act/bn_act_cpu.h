@@ -41,6 +41,9 @@ void bn_act_backward_apply(const float* dy, const float* y, const float* z,
                            const float* k3, bool relu, ChannelView v, float* dz,
                            float* dres);
 
+// sums[c] = sum of t over channel c.
+void channel_sum(const float* t, ChannelView v, double* sums);
+
 // Number of OpenMP threads the kernels (and oneDNN) use from this thread.
 int num_threads();
 void set_num_threads(int n);

@@ -1,4 +1,5 @@
-// CPU engine of fastconv_conv_bn_act: oneDNN convolution + our BN kernels.
+// CPU engine of fastconv_conv_bn_act: oneDNN convolution + our BN kernels
+// (or Paddle's conv API, see cpu_conv_engine.h).
 //
 // training: z = conv(x, W) + b         (oneDNN, forward_training)
 //           mean/var = stats(z); y = act(BN(z) + residual)   (one pass each)
@@ -7,20 +8,73 @@
 //           cached in oneDNN's layout and rebuilt when any source changed)
 // backward: one reduction pass, one pass producing dz (and dresidual), then
 //           oneDNN backward data and weights.
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <sstream>
+#include <string>
 #include <vector>
 
 #include "common/check.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/conv_bn_act.h"
+#include "conv_bn_act/cpu_conv_engine.h"
+#ifdef FASTCONV_WITH_ONEDNN
 #include "conv_bn_act/folded_weights.h"
 #include "onednn/conv_onednn.h"
+#endif
+
+// Exported by Paddle's libraries but declared in no installed header; the
+// signature is the same in Paddle 2.6 and 3.x.
+namespace paddle {
+namespace experimental {
+PADDLE_API void conv2d_grad(const Tensor& input, const Tensor& filter,
+                            const Tensor& out_grad,
+                            const std::vector<int>& strides,
+                            const std::vector<int>& paddings,
+                            const std::string& padding_algorithm,
+                            const std::vector<int>& dilations, int groups,
+                            const std::string& data_format,
+                            Tensor* input_grad, Tensor* filter_grad);
+}  // namespace experimental
+}  // namespace paddle
 
 namespace fastconv {
+
 namespace {
+#ifdef FASTCONV_WITH_ONEDNN
+std::atomic<int> g_engine{static_cast<int>(CpuConvEngine::kOneDNN)};
+#else
+std::atomic<int> g_engine{static_cast<int>(CpuConvEngine::kPaddle)};
+#endif
+}  // namespace
+
+bool onednn_available() {
+#ifdef FASTCONV_WITH_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+CpuConvEngine cpu_conv_engine() {
+  return static_cast<CpuConvEngine>(g_engine.load());
+}
+
+bool set_cpu_conv_engine(CpuConvEngine e) {
+  if (e == CpuConvEngine::kOneDNN && !onednn_available()) return false;
+  g_engine.store(static_cast<int>(e));
+  return true;
+}
+
+namespace {
+
+bool use_onednn() { return cpu_conv_engine() == CpuConvEngine::kOneDNN; }
+
+std::vector<int> paddings4(const ConvGeometry& g) {
+  return {static_cast<int>(g.pad_top), static_cast<int>(g.pad_bottom),
+          static_cast<int>(g.pad_left), static_cast<int>(g.pad_right)};
+}
 
 cpu::ChannelView out_view(const ConvGeometry& g) {
   return g.channels_last ? cpu::ChannelView{g.N * g.OH * g.OW, g.O, 1}
@@ -37,17 +91,36 @@ const float* opt_data(const OptTensor& t) {
   return t ? t->data<float>() : nullptr;
 }
 
-// z = conv(x, W) + bias, training flavour (weights change every step, so they
-// are reordered per call into the thread's scratch arena).
-void conv_train(const ConvGeometry& g, const paddle::Tensor& x,
-                const paddle::Tensor& w, const OptTensor& bias, float* z,
-                dnnl::stream& s) {
-  onednn::ConvFwdOptions o;
-  o.with_bias = static_cast<bool>(bias);
-  auto plan = onednn::ConvForwardPlan::get(g, o);
-  void* wbuf = onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
-  plan->prepare_weights(w.data<float>(), wbuf, s);
-  plan->execute(x.data<float>(), wbuf, opt_data(bias), nullptr, z, s);
+// z = conv(x, W) + bias, training flavour. With oneDNN the weights change
+// every step, so they are reordered per call into the thread's scratch arena.
+paddle::Tensor conv_train(const ConvGeometry& g, const ConvBnActAttrs& a,
+                          const paddle::Tensor& x, const paddle::Tensor& w,
+                          const OptTensor& bias) {
+#ifdef FASTCONV_WITH_ONEDNN
+  if (use_onednn()) {
+    paddle::Tensor z = paddle::empty(g.out_shape(), x.dtype(), x.place());
+    dnnl::stream s = onednn::make_stream();
+    onednn::ConvFwdOptions o;
+    o.with_bias = static_cast<bool>(bias);
+    auto plan = onednn::ConvForwardPlan::get(g, o);
+    void* wbuf =
+        onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
+    plan->prepare_weights(w.data<float>(), wbuf, s);
+    plan->execute(x.data<float>(), wbuf, opt_data(bias), nullptr,
+                  z.data<float>(), s);
+    return z;
+  }
+#endif
+  paddle::Tensor z = paddle::experimental::conv2d(
+      x, w, a.strides, paddings4(g), "EXPLICIT", a.dilations, a.groups,
+      a.data_format);
+  if (bias) {
+    const std::vector<float> ones(g.O, 1.f);
+    cpu::bn_act_forward(z.data<float>(), nullptr, ones.data(),
+                        bias->data<float>(), false, z.data<float>(),
+                        out_view(g));
+  }
+  return z;
 }
 
 }  // namespace
@@ -58,8 +131,9 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
     paddle::Tensor& running_mean, paddle::Tensor& running_var,
     const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a) {
   check_cpu_dtype(x);
+#ifdef FASTCONV_WITH_ONEDNN
   onednn::ScratchScope scope;
-  dnnl::stream s = onednn::make_stream();
+#endif
   const auto place = x.place();
   const int64_t O = g.O;
   paddle::Tensor y = paddle::empty(g.out_shape(), x.dtype(), place);
@@ -73,24 +147,38 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
   float* rm = running_mean.data<float>();
   float* rv = running_var.data<float>();
 
+  const cpu::ChannelView v = out_view(g);
   if (!a.training) {
-    auto folded = get_folded_weights(g, w, bias, scale, shift, running_mean,
-                                     running_var, a.epsilon,
-                                     static_cast<bool>(residual), a.relu(), s);
-    folded->plan->execute(x.data<float>(), folded->weights(),
-                          folded->bias.data(), opt_data(residual),
-                          y.data<float>(), s);
     for (int64_t c = 0; c < O; ++c) {
       sm[c] = rm[c];
       si[c] = 1.f / std::sqrt(rv[c] + a.epsilon);
     }
     paddle::Tensor no_z = paddle::empty({0}, x.dtype(), place);
+#ifdef FASTCONV_WITH_ONEDNN
+    if (use_onednn()) {
+      dnnl::stream s = onednn::make_stream();
+      auto folded = get_folded_weights(g, w, bias, scale, shift, running_mean,
+                                       running_var, a.epsilon,
+                                       static_cast<bool>(residual), a.relu(), s);
+      folded->plan->execute(x.data<float>(), folded->weights(),
+                            folded->bias.data(), opt_data(residual),
+                            y.data<float>(), s);
+      return {y, no_z, save_mean, save_invstd};
+    }
+#endif
+    // Paddle conv: BN applied after the convolution with running statistics.
+    paddle::Tensor z = conv_train(g, a, x, w, bias);
+    std::vector<float> ca(O), cb(O);
+    for (int64_t c = 0; c < O; ++c) {
+      ca[c] = gamma[c] * si[c];
+      cb[c] = beta[c] - sm[c] * ca[c];
+    }
+    cpu::bn_act_forward(z.data<float>(), opt_data(residual), ca.data(),
+                        cb.data(), a.relu(), y.data<float>(), v);
     return {y, no_z, save_mean, save_invstd};
   }
 
-  paddle::Tensor z = paddle::empty(g.out_shape(), x.dtype(), place);
-  conv_train(g, x, w, bias, z.data<float>(), s);
-  const cpu::ChannelView v = out_view(g);
+  paddle::Tensor z = conv_train(g, a, x, w, bias);
   std::vector<float> var(O), ca(O), cb(O);
   cpu::channel_stats(z.data<float>(), v, sm, var.data());
   const float m = a.momentum;
@@ -115,25 +203,24 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
     const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
     const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a) {
   check_cpu_dtype(x);
+#ifdef FASTCONV_WITH_ONEDNN
   onednn::ScratchScope scope;
-  dnnl::stream s = onednn::make_stream();
+#endif
   const auto place = x.place();
   const int64_t O = g.O;
   const cpu::ChannelView v = out_view(g);
 
   // Eval-mode backward (frozen BN statistics): z was not kept, recompute it.
-  const float* z = nullptr;
-  std::vector<float> z_recomputed;
+  paddle::Tensor z_tensor;
   if (a.training) {
     FC_CHECK_ARG(saved_z.shape() == g.out_shape(), kConvBnActOp, "SavedZ",
                  "does not match the output shape (was the forward run in "
                  "training mode with the same attributes?)");
-    z = saved_z.data<float>();
+    z_tensor = saved_z;
   } else {
-    z_recomputed.resize(g.out_numel());
-    conv_train(g, x, w, bias, z_recomputed.data(), s);
-    z = z_recomputed.data();
+    z_tensor = conv_train(g, a, x, w, bias);
   }
+  const float* z = z_tensor.data<float>();
 
   const float* mean = saved_mean.data<float>();
   const float* invstd = saved_invstd.data<float>();
@@ -166,14 +253,30 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
                              dz.data<float>(),
                              residual ? dres.data<float>() : nullptr);
 
-  paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), place);
-  paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), place);
   paddle::Tensor dbias;
   if (bias) dbias = paddle::empty({O}, x.dtype(), place);
-  auto plan = onednn::ConvBackwardPlan::get(g, static_cast<bool>(bias));
-  plan->execute(x.data<float>(), w.data<float>(), dz.data<float>(),
-                dx.data<float>(), dw.data<float>(),
-                bias ? dbias.data<float>() : nullptr, s);
+#ifdef FASTCONV_WITH_ONEDNN
+  if (use_onednn()) {
+    paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), place);
+    paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), place);
+    dnnl::stream s = onednn::make_stream();
+    auto plan = onednn::ConvBackwardPlan::get(g, static_cast<bool>(bias));
+    plan->execute(x.data<float>(), w.data<float>(), dz.data<float>(),
+                  dx.data<float>(), dw.data<float>(),
+                  bias ? dbias.data<float>() : nullptr, s);
+    return {dx, dw, dbias, dscale, dshift, dres};
+  }
+#endif
+  paddle::Tensor dx, dw;
+  paddle::experimental::conv2d_grad(x, w, dz, a.strides, paddings4(g),
+                                    "EXPLICIT", a.dilations, a.groups,
+                                    a.data_format, &dx, &dw);
+  if (bias) {
+    std::vector<double> sums(O);
+    cpu::channel_sum(dz.data<float>(), v, sums.data());
+    for (int64_t c = 0; c < O; ++c)
+      dbias.data<float>()[c] = static_cast<float>(sums[c]);
+  }
   return {dx, dw, dbias, dscale, dshift, dres};
 }
 

@@ -6,8 +6,11 @@
 #include <cstring>
 
 #include "conv_bn_act/bn_act_cpu.h"
+#include "conv_bn_act/cpu_conv_engine.h"
+#ifdef FASTCONV_WITH_ONEDNN
 #include "conv_bn_act/folded_weights.h"
 #include "onednn/conv_onednn.h"
+#endif
 
 extern "C" {
 
@@ -18,26 +21,50 @@ void fastconv_set_num_threads(int n) { fastconv::cpu::set_num_threads(n); }
 // Caps the number of cached primitive plans (each of forward and backward)
 // and of folded eval weights.
 void fastconv_set_cache_capacity(size_t plans, size_t folded) {
+#ifdef FASTCONV_WITH_ONEDNN
   fastconv::onednn::set_plan_cache_capacity(plans);
   fastconv::set_folded_cache_capacity(folded);
+#endif
 }
 
 void fastconv_clear_caches() {
+#ifdef FASTCONV_WITH_ONEDNN
   fastconv::onednn::clear_plan_caches();
   fastconv::clear_folded_cache();
   fastconv::onednn::ScratchArena::local().release();
+#endif
 }
 
 // out[0] = plan entries, out[1] = folded-weight entries.
 void fastconv_cache_sizes(size_t* out) {
+  out[0] = out[1] = 0;
+#ifdef FASTCONV_WITH_ONEDNN
   out[0] = fastconv::onednn::plan_cache_size();
   out[1] = fastconv::folded_cache_size();
+#endif
 }
 
-// oneDNN version of the library loaded at run time, "major.minor.patch".
+// oneDNN version of the library loaded at run time, "major.minor.patch", or
+// "" when built without oneDNN.
 void fastconv_onednn_version(char* buf, size_t n) {
+  buf[0] = 0;
+#ifdef FASTCONV_WITH_ONEDNN
   const dnnl_version_t* v = dnnl_version();
   std::snprintf(buf, n, "%d.%d.%d", v->major, v->minor, v->patch);
+#endif
+}
+
+// 0 = oneDNN, 1 = Paddle's conv API.
+int fastconv_get_cpu_conv_engine() {
+  return static_cast<int>(fastconv::cpu_conv_engine());
+}
+
+// Returns 0 when that engine is not built in.
+int fastconv_set_cpu_conv_engine(int e) {
+  return fastconv::set_cpu_conv_engine(
+             static_cast<fastconv::CpuConvEngine>(e))
+             ? 1
+             : 0;
 }
 
 int fastconv_built_with_cuda() {

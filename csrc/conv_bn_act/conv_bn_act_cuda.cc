@@ -1,0 +1,197 @@
+// CUDA engine of fastconv_conv_bn_act: the convolution (forward and
+// backward) goes through Paddle's own conv2d / conv2d_grad (cuDNN inside
+// Paddle); everything memory-bound around it runs in our kernels
+// (bn_act_kernels.cu), launched on the tensor's stream.
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "conv_bn_act/bn_act_cuda.h"
+#include "conv_bn_act/conv_bn_act.h"
+
+// Exported by Paddle's libraries but declared in no installed header; the
+// signature is the same in Paddle 2.6 and 3.x.
+namespace paddle {
+namespace experimental {
+PADDLE_API void conv2d_grad(const Tensor& input, const Tensor& filter,
+                            const Tensor& out_grad,
+                            const std::vector<int>& strides,
+                            const std::vector<int>& paddings,
+                            const std::string& padding_algorithm,
+                            const std::vector<int>& dilations, int groups,
+                            const std::string& data_format,
+                            Tensor* input_grad, Tensor* filter_grad);
+}  // namespace experimental
+}  // namespace paddle
+
+namespace fastconv {
+namespace {
+
+namespace pe = paddle::experimental;
+using cuda::DType;
+
+DType dtype_of(const paddle::Tensor& t) {
+  switch (t.dtype()) {
+    case paddle::DataType::FLOAT32: return DType::kFloat32;
+    case paddle::DataType::FLOAT16: return DType::kFloat16;
+    case paddle::DataType::BFLOAT16: return DType::kBFloat16;
+    default:
+      PD_THROW(kConvBnActOp, ": argument 'x' dtype ", t.dtype(),
+               " is not supported on GPU (float32, float16, bfloat16)");
+  }
+}
+
+cuda::ChannelView out_view(const ConvGeometry& g) {
+  return g.channels_last ? cuda::ChannelView{g.N * g.OH * g.OW, g.O, 1}
+                         : cuda::ChannelView{g.N, g.O, g.OH * g.OW};
+}
+
+void check_launch(cudaError_t err, const char* what) {
+  PD_CHECK(err == cudaSuccess, kConvBnActOp, ": CUDA kernel ", what,
+           " failed: ", cudaGetErrorString(err));
+}
+
+std::vector<int> paddings4(const ConvGeometry& g) {
+  return {static_cast<int>(g.pad_top), static_cast<int>(g.pad_bottom),
+          static_cast<int>(g.pad_left), static_cast<int>(g.pad_right)};
+}
+
+paddle::Tensor conv(const paddle::Tensor& x, const paddle::Tensor& w,
+                    const ConvGeometry& g, const ConvBnActAttrs& a) {
+  return pe::conv2d(x, w, a.strides, paddings4(g), "EXPLICIT", a.dilations,
+                    a.groups, a.data_format);
+}
+
+paddle::Tensor f32(const paddle::Tensor& t) {
+  return t.dtype() == paddle::DataType::FLOAT32
+             ? t
+             : pe::cast(t, paddle::DataType::FLOAT32);
+}
+
+paddle::Tensor workspace(const ConvGeometry& g, const paddle::Place& place) {
+  const size_t bytes = cuda::bn_workspace_bytes(out_view(g));
+  return paddle::empty({static_cast<int64_t>(bytes > 0 ? bytes : 1)},
+                       paddle::DataType::UINT8, place);
+}
+
+// z = conv(x, W) + bias (bias added in place by the epilogue kernel).
+paddle::Tensor conv_plus_bias(const paddle::Tensor& x, const paddle::Tensor& w,
+                              const OptTensor& bias, const ConvGeometry& g,
+                              const ConvBnActAttrs& a) {
+  paddle::Tensor z = conv(x, w, g, a);
+  if (bias) {
+    paddle::Tensor b32 = f32(*bias);
+    check_launch(cuda::launch_bias_act_forward(
+                     dtype_of(x), z.data(), nullptr, b32.data<float>(), false,
+                     z.data(), out_view(g), x.stream()),
+                 "bias_act_forward");
+  }
+  return z;
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> conv_bn_act_forward_cuda(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const paddle::Tensor& shift,
+    paddle::Tensor& running_mean, paddle::Tensor& running_var,
+    const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a) {
+  const DType dt = dtype_of(x);
+  const auto place = x.place();
+  const auto stream = x.stream();
+  const cuda::ChannelView v = out_view(g);
+  const int64_t O = g.O;
+  auto f32_empty = [&](int64_t n) {
+    return paddle::empty({n}, paddle::DataType::FLOAT32, place);
+  };
+  const void* res = residual ? residual->data() : nullptr;
+
+  if (!a.training) {
+    // Fold BN into the filter (one small kernel; cheaper than detecting
+    // whether anything changed), then conv + one epilogue pass.
+    paddle::Tensor wf = paddle::empty(w.shape(), w.dtype(), place);
+    paddle::Tensor bf = f32_empty(O);
+    check_launch(cuda::launch_fold_bn(dt, w.data(), bias ? bias->data() : nullptr,
+                                      scale.data<float>(), shift.data<float>(),
+                                      running_mean.data<float>(),
+                                      running_var.data<float>(), a.epsilon, O,
+                                      w.numel() / O, wf.data(), bf.data<float>(),
+                                      stream),
+                 "fold_bn");
+    paddle::Tensor y = conv(x, wf, g, a);
+    check_launch(cuda::launch_bias_act_forward(dt, y.data(), res,
+                                               bf.data<float>(), a.relu(),
+                                               y.data(), v, stream),
+                 "bias_act_forward");
+    paddle::Tensor save_mean = pe::assign(running_mean);
+    paddle::Tensor save_invstd =
+        pe::rsqrt(pe::scale(running_var, 1.0f, a.epsilon, true));
+    return {y, paddle::empty({0}, x.dtype(), place), save_mean, save_invstd};
+  }
+
+  paddle::Tensor z = conv_plus_bias(x, w, bias, g, a);
+  paddle::Tensor save_mean = f32_empty(O), save_invstd = f32_empty(O);
+  paddle::Tensor ca = f32_empty(O), cb = f32_empty(O);
+  paddle::Tensor ws = workspace(g, place);
+  check_launch(cuda::launch_bn_stats(dt, z.data(), v, scale.data<float>(),
+                                     shift.data<float>(),
+                                     running_mean.data<float>(),
+                                     running_var.data<float>(), a.momentum,
+                                     a.epsilon, save_mean.data<float>(),
+                                     save_invstd.data<float>(), ca.data<float>(),
+                                     cb.data<float>(), ws.data(), stream),
+               "bn_stats");
+  paddle::Tensor y = paddle::empty(g.out_shape(), x.dtype(), place);
+  check_launch(cuda::launch_bn_act_forward(dt, z.data(), res, ca.data<float>(),
+                                           cb.data<float>(), a.relu(), y.data(),
+                                           v, stream),
+               "bn_act_forward");
+  return {y, z, save_mean, save_invstd};
+}
+
+std::vector<paddle::Tensor> conv_bn_act_backward_cuda(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& y, const paddle::Tensor& saved_z,
+    const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
+    const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a) {
+  const DType dt = dtype_of(x);
+  const auto place = x.place();
+  const auto stream = x.stream();
+  const cuda::ChannelView v = out_view(g);
+  const int64_t O = g.O;
+  // Eval-mode backward recomputes z (it was not kept).
+  paddle::Tensor z = a.training ? saved_z : conv_plus_bias(x, w, bias, g, a);
+  paddle::Tensor dscale = paddle::empty({O}, paddle::DataType::FLOAT32, place);
+  paddle::Tensor dshift = paddle::empty({O}, paddle::DataType::FLOAT32, place);
+  paddle::Tensor ws = workspace(g, place);
+  check_launch(cuda::launch_bn_act_backward_reduce(
+                   dt, dy.data(), y.data(), z.data(), saved_mean.data<float>(),
+                   saved_invstd.data<float>(), a.relu(), v,
+                   dscale.data<float>(), dshift.data<float>(), ws.data(),
+                   stream),
+               "bn_act_backward_reduce");
+  paddle::Tensor dz = paddle::empty(g.out_shape(), x.dtype(), place);
+  paddle::Tensor dres;
+  if (residual) dres = paddle::empty(g.out_shape(), x.dtype(), place);
+  check_launch(cuda::launch_bn_act_backward_apply(
+                   dt, dy.data(), y.data(), z.data(), saved_mean.data<float>(),
+                   saved_invstd.data<float>(), scale.data<float>(),
+                   dscale.data<float>(), dshift.data<float>(), a.relu(),
+                   a.training, v, dz.data(), residual ? dres.data() : nullptr,
+                   stream),
+               "bn_act_backward_apply");
+  paddle::Tensor dx, dw;
+  pe::conv2d_grad(x, w, dz, a.strides, paddings4(g), "EXPLICIT", a.dilations,
+                  a.groups, a.data_format, &dx, &dw);
+  paddle::Tensor dbias;
+  if (bias) {
+    const std::vector<int64_t> axes =
+        g.channels_last ? std::vector<int64_t>{0, 1, 2}
+                        : std::vector<int64_t>{0, 2, 3};
+    dbias = pe::sum(dz, axes, bias->dtype(), false);
+  }
+  return {dx, dw, dbias, dscale, dshift, dres};
+}
+
+}  // namespace fastconv
