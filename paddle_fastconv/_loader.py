@@ -14,7 +14,7 @@ import zlib  # noqa: F401  (paddlepaddle-gpu 2.6 exports an old zlib: load ours 
 import paddle
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_OPS = ("fastconv_conv_bn_act",)
+_OPS = ("fastconv_conv_bn_act", "fastconv_onednn_conv2d")
 
 
 class BuildMismatchError(ImportError):

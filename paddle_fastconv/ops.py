@@ -114,3 +114,20 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
         running_mean.stop_gradient = True
         running_var.stop_gradient = True
     return outs[0]
+
+
+def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
+                  data_format="NCHW"):
+    """A bare oneDNN convolution (forward only, float32 CPU, no bias or
+    post-ops). The benchmarks' yardstick for the fused epilogue's cost."""
+    op = "fastconv_onednn_conv2d"
+    _args.check_tensor(x, "x", op, ndim=4)
+    _args.check_tensor(weight, "weight", op, ndim=4)
+    data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, op)
+    strides = _args.pair(stride, "stride", op)
+    dilations = _args.pair(dilation, "dilation", op)
+    shape = list(x.shape)
+    spatial = shape[2:4] if data_format == "NCHW" else shape[1:3]
+    pads = _args.paddings(padding, op, data_format, kernel=list(weight.shape[2:4]),
+                          stride=strides, dilation=dilations, spatial=spatial)
+    return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format)

@@ -3,6 +3,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
+
+#include "conv_bn_act/bn_act_cpu.h"
 
 namespace fastconv {
 namespace onednn {
@@ -123,10 +126,15 @@ ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
   if (o.residual) po.append_sum(1.f);
   if (o.relu) po.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
   attr.set_post_ops(po);
-  pd_ = make_fwd_pd(d, o.with_bias,
-                    o.inference ? dnnl::prop_kind::forward_inference
-                                : dnnl::prop_kind::forward_training,
-                    attr);
+  const auto prop = o.inference ? dnnl::prop_kind::forward_inference
+                                : dnnl::prop_kind::forward_training;
+  pd_ = make_fwd_pd(d, o.with_bias, prop, attr);
+  const bool has_epilogue = o.with_bias || o.residual || o.relu;
+  if (has_epilogue &&
+      std::string(pd_.impl_info_str()).find("gemm") != std::string::npos) {
+    epilogue_outside_ = true;
+    pd_ = make_fwd_pd(d, false, prop, scratch_attr());
+  }
   prim_ = dnnl::convolution_forward(pd_);
   reorder_src_ = pd_.src_desc() != user_src_;
   reorder_dst_ = pd_.dst_desc() != user_dst_;
@@ -175,6 +183,21 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
   }
   memory user_dst = wrap(user_dst_, y);
   memory dst = reorder_dst_ ? scratch_memory(pd_.dst_desc()) : user_dst;
+  if (epilogue_outside_) {
+    // Plain layout (the GEMM path never reorders): conv, then one pass.
+    prim_.execute(s, {{DNNL_ARG_SRC, src},
+                      {DNNL_ARG_WEIGHTS, wrap(pd_.weights_desc(), weights)},
+                      {DNNL_ARG_DST, user_dst},
+                      {DNNL_ARG_SCRATCHPAD, scratchpad(pd_.scratchpad_desc())}});
+    s.wait();
+    const cpu::ChannelView v =
+        g_.channels_last ? cpu::ChannelView{g_.N * g_.OH * g_.OW, g_.O, 1}
+                         : cpu::ChannelView{g_.N, g_.O, g_.OH * g_.OW};
+    const std::vector<float> ones(g_.O, 1.f), zeros(g_.O, 0.f);
+    cpu::bn_act_forward(y, o_.residual ? residual : nullptr, ones.data(),
+                        o_.with_bias ? bias : zeros.data(), o_.relu, y, v);
+    return;
+  }
   if (o_.residual) {
     // Seed the destination with the residual for the sum post-op.
     memory res = wrap(user_dst_, residual);

@@ -53,6 +53,9 @@ class ConvForwardPlan {
   dnnl::convolution_forward::primitive_desc pd_;
   dnnl::convolution_forward prim_;
   bool reorder_src_, reorder_dst_, reorder_wei_;
+  // oneDNN's GEMM-based convolution applies post-ops in a slow extra pass;
+  // for it bias/residual/ReLU run in our own epilogue instead.
+  bool epilogue_outside_ = false;
   dnnl::reorder src_in_, dst_out_, res_in_, wei_in_;
 };
 

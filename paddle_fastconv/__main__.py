@@ -1,0 +1,58 @@
+"""Command line: `python -m paddle_fastconv {info,bench} ...`."""
+import argparse
+import os
+import sys
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="python -m paddle_fastconv",
+                                description="paddle_fastconv: fused Conv+BN+ReLU for Paddle.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("info", help="what this build contains (engines, archs, library, threads)")
+    b = sub.add_parser("bench", help="stock vs fused timing of Conv+BN+ReLU layers on this machine "
+                                     "(outputs are checked equal before timing)")
+    b.add_argument("--layers", default="default",
+                   help="comma-separated layer names, 'default' (%s) or 'all'"
+                   % ",".join(["conv3x3_64x64_56", "conv1x1_64x256_56"]))
+    b.add_argument("--mode", choices=["eval", "train", "both"], default="both",
+                   help="eval (no_grad forward) or train (forward+backward); default both")
+    b.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
+    b.add_argument("--data-format", choices=["NCHW", "NHWC"], default="NCHW")
+    b.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="CPU threads for stock and fused alike (default: all cores, %d)"
+                   % os.cpu_count())
+    b.add_argument("--repeat", type=int, default=5, help="timed runs per case; the median is shown")
+    b.add_argument("--json", help="also write the results to this JSON file")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.cmd == "bench":
+        if args.threads < 1 or args.batch < 1 or args.repeat < 1:
+            raise SystemExit("bench: --threads, --batch and --repeat must be >= 1")
+        # `import paddle` fixes its thread pools from OMP_NUM_THREADS; set it for
+        # stock and fused alike by restarting with the environment in place.
+        want = str(args.threads)
+        if os.environ.get("OMP_NUM_THREADS") != want:
+            env = dict(os.environ, OMP_NUM_THREADS=want)
+            os.execve(sys.executable, [sys.executable, "-m", "paddle_fastconv"] +
+                      (argv if argv is not None else sys.argv[1:]), env)
+    import paddle_fastconv
+    if args.cmd == "info":
+        from .info import main as info_main
+        info_main()
+        return
+    from . import bench
+    paddle_fastconv.set_num_threads(args.threads)
+    layers = (bench.DEFAULT_LAYERS if args.layers == "default" else
+              list(bench.LAYERS) if args.layers == "all" else args.layers.split(","))
+    unknown = [n for n in layers if n not in bench.LAYERS]
+    if unknown:
+        raise SystemExit("bench: unknown layer(s) %s; choose from %s" % (unknown, list(bench.LAYERS)))
+    modes = ["eval", "train"] if args.mode == "both" else [args.mode]
+    bench.run(layers, args.batch, modes, args.data_format, args.repeat, args.json)
+
+
+if __name__ == "__main__":
+    main()

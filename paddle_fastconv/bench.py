@@ -1,0 +1,134 @@
+"""Stock vs fused timing on this machine: the package's main job.
+
+Layer level for now: Conv2D+BatchNorm2D+ReLU with ResNet-50 shapes, stock
+dygraph layers against paddle_fastconv.ConvBNReLU with the same weights,
+after checking that their outputs agree."""
+import json
+import statistics
+import sys
+import time
+
+import numpy as np
+import paddle
+
+from . import runtime
+from .nn import ConvBNReLU
+from .ops import onednn_conv2d
+
+# name: (in, out, kernel, stride, padding, H=W)
+LAYERS = {
+    "conv3x3_64x64_56": (64, 64, 3, 1, 1, 56),
+    "conv1x1_64x256_56": (64, 256, 1, 1, 0, 56),
+    "conv1x1_256x64_56": (256, 64, 1, 1, 0, 56),
+    "conv3x3_128x128_28": (128, 128, 3, 1, 1, 28),
+    "conv3x3_256x256_14": (256, 256, 3, 1, 1, 14),
+    "conv1x1_1024x256_14": (1024, 256, 1, 1, 0, 14),
+}
+DEFAULT_LAYERS = ["conv3x3_64x64_56", "conv1x1_64x256_56"]
+
+
+def conv_flops(cin, cout, k, hw_out, batch):
+    return 2.0 * batch * cout * hw_out * hw_out * cin * k * k
+
+
+def _median_ms(fn, repeat, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def _stock_fused(spec, data_format, training):
+    cin, cout, k, s, p, hw = spec
+    conv = paddle.nn.Conv2D(cin, cout, k, stride=s, padding=p, bias_attr=False,
+                            data_format=data_format)
+    bn = paddle.nn.BatchNorm2D(cout, data_format=data_format)
+    fused = ConvBNReLU(cin, cout, k, stride=s, padding=p, data_format=data_format)
+    fused.conv.set_state_dict(conv.state_dict())
+    fused.bn.set_state_dict(bn.state_dict())
+    for m in (conv, bn, fused):
+        m.train() if training else m.eval()
+    return conv, bn, fused
+
+
+def bench_layer(name, batch=8, data_format="NCHW", mode="eval", repeat=5):
+    spec = LAYERS[name]
+    cin, cout, k, s, p, hw = spec
+    training = mode == "train"
+    conv, bn, fused = _stock_fused(spec, data_format, training)
+    shape = [batch, cin, hw, hw] if data_format == "NCHW" else [batch, hw, hw, cin]
+    x = paddle.randn(shape)
+
+    def stock():
+        return paddle.nn.functional.relu(bn(conv(x)))
+
+    # Outputs must agree before anything is timed.
+    with paddle.no_grad():
+        a, b = stock().numpy(), fused(x).numpy()
+    err = float(np.abs(a - b).max() / (np.abs(a).max() + 1e-12))
+    if err > 1e-4:
+        raise RuntimeError("bench: %s %s outputs disagree (relative error %.3g)" % (name, mode, err))
+    row = {"layer": name, "mode": mode, "batch": batch, "data_format": data_format,
+           "threads": runtime.get_num_threads(), "max_rel_err": err}
+    if training:
+        xg = x.detach()
+        xg.stop_gradient = False
+
+        def step(f):
+            def run():
+                y = f(xg)
+                y.backward(paddle.ones_like(y))
+            return run
+        row["stock_ms"] = _median_ms(step(lambda t: paddle.nn.functional.relu(bn(conv(t)))), repeat)
+        row["fused_ms"] = _median_ms(step(fused), repeat)
+        flop_factor = 3.0  # forward, backward data, backward weights
+    else:
+        with paddle.no_grad():
+            row["stock_ms"] = _median_ms(stock, repeat)
+            row["fused_ms"] = _median_ms(lambda: fused(x), repeat)
+            if runtime.onednn_available():
+                w = conv.weight
+                row["onednn_conv_ms"] = _median_ms(
+                    lambda: onednn_conv2d(x, w, stride=s, padding=p, data_format=data_format),
+                    repeat)
+        flop_factor = 1.0
+    hw_out = (hw + 2 * p - k) // s + 1
+    flops = conv_flops(cin, cout, k, hw_out, batch) * flop_factor
+    row["speedup"] = row["stock_ms"] / row["fused_ms"]
+    row["fused_gflops"] = flops / row["fused_ms"] / 1e6
+    row["stock_gflops"] = flops / row["stock_ms"] / 1e6
+    return row
+
+
+def format_table(rows):
+    head = ["layer", "mode", "fmt", "stock ms", "fused ms", "speedup", "oneDNN conv ms",
+            "fused GFLOP/s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        lines.append("| %s | %s | %s | %.1f | %.1f | %.2fx | %s | %.0f |" % (
+            r["layer"], r["mode"], r["data_format"], r["stock_ms"], r["fused_ms"],
+            r["speedup"], "%.1f" % r["onednn_conv_ms"] if "onednn_conv_ms" in r else "-",
+            r["fused_gflops"]))
+    return "\n".join(lines)
+
+
+def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdout):
+    rows = []
+    total = len(layers) * len(modes)
+    for i, name in enumerate(layers):
+        for j, mode in enumerate(modes):
+            n = i * len(modes) + j + 1
+            out.write("[%d/%d] %s %s ...\n" % (n, total, name, mode))
+            out.flush()
+            rows.append(bench_layer(name, batch, data_format, mode, repeat))
+    out.write("\n" + format_table(rows) + "\n")
+    out.write("batch %d, %s, %d threads, fp32, median of %d runs\n"
+              % (batch, data_format, runtime.get_num_threads(), repeat))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({"rows": rows, "paddle": paddle.__version__}, f, indent=2)
+    return rows
