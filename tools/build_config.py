@@ -173,7 +173,8 @@ def configure():
         cuda_inc = os.path.join(c.cuda["home"], "include")
         cflags += ["-DPADDLE_WITH_CUDA", "-isystem" + cuda_inc,
                    "-isystem" + os.path.join(cuda_inc, "cccl")]
-        ldflags += ["-L" + os.path.join(c.cuda["home"], "lib64"), "-lcudart"]
+        cuda_lib = os.path.join(c.cuda["home"], "lib64")
+        ldflags += ["-L" + cuda_lib, "-lcudart", "-Wl,-rpath," + cuda_lib]
     c.cu_sources = cu_sources if c.cuda else []
     c.extension = Extension("paddle_fastconv._fastconv_ops", sources=sources,
                             extra_compile_args=cflags, extra_link_args=ldflags,
