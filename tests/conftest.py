@@ -38,12 +38,20 @@ def pytest_collection_modifyitems(config, items):
 
 
 CPU_ENGINES = ["onednn", "paddle"] if paddle_fastconv.onednn_available() else ["paddle"]
+# Where a parity test runs: each CPU convolution engine built in, and the GPU
+# (CUDA engine) when one is present; GPU cases skip cleanly otherwise.
+ENGINES = [pytest.param(("cpu", e), id="cpu-" + e) for e in CPU_ENGINES] + [
+    pytest.param(("gpu", None), id="gpu", marks=pytest.mark.gpu)]
 
 
-@pytest.fixture(params=CPU_ENGINES)
-def cpu_engine(request):
-    """Runs a test with each CPU convolution engine built in."""
-    before = paddle_fastconv.get_cpu_conv_engine()
-    paddle_fastconv.set_cpu_conv_engine(request.param)
+@pytest.fixture(params=ENGINES)
+def engine(request):
+    device, cpu_engine = request.param
+    before_engine = paddle_fastconv.get_cpu_conv_engine()
+    before_device = paddle.get_device()
+    if cpu_engine:
+        paddle_fastconv.set_cpu_conv_engine(cpu_engine)
+    paddle.set_device(device)
     yield request.param
-    paddle_fastconv.set_cpu_conv_engine(before)
+    paddle.set_device(before_device)
+    paddle_fastconv.set_cpu_conv_engine(before_engine)

@@ -72,7 +72,7 @@ def _check_grads(fused, conv, bn, xs, rs, with_bias, with_res, training):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_training_parity(case, act, with_res, fmt, cpu_engine):
+def test_training_parity(case, act, with_res, fmt, engine):
     fused, conv, bn, xs, rs, ys = _run_pair(case, fmt, act, with_res, training=True)
     assert_close(ys[0], ys[1], "out", what="y")
     _check_grads(fused, conv, bn, xs, rs, case[7], with_res, True)
@@ -83,7 +83,7 @@ def test_training_parity(case, act, with_res, fmt, cpu_engine):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
-def test_eval_parity(case, act, with_res, fmt, cpu_engine):
+def test_eval_parity(case, act, with_res, fmt, engine):
     """Eval: BN folded into the conv; gradients still flow (frozen-BN fine-tuning)."""
     fused, conv, bn, xs, rs, ys = _run_pair(case, fmt, act, with_res, training=False)
     assert_close(ys[0], ys[1], "out", what="y")
@@ -105,7 +105,7 @@ def test_no_grad_eval_matches(fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("momentum", [0.9, 0.1])
-def test_sgd_training_loop_then_eval(fmt, momentum, cpu_engine):
+def test_sgd_training_loop_then_eval(fmt, momentum, engine):
     """A few SGD steps from the same start: losses, parameters and running
     statistics follow stock, and eval afterwards (folded weights rebuilt after
     every step) matches too."""
@@ -187,3 +187,31 @@ def test_use_global_stats_uses_running_statistics_in_training():
     mean_before = bn._mean.numpy().copy()
     assert_close(fused(x), paddle.nn.functional.relu(bn(conv(x))), "out")
     np.testing.assert_array_equal(bn._mean.numpy(), mean_before)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("training", [True, False])
+def test_gpu_low_precision_vs_fp32_stock(dtype, fmt, training):
+    """fp16/bf16 activations and weights, fp32 BN parameters and statistics,
+    against the stock layers in fp32 on the same (rounded) weights."""
+    paddle.set_device("gpu")
+    fused, conv, bn = make_pair(16, 32, 3, 1, 1, data_format=fmt)
+    if not training:
+        fused.eval(), conv.eval(), bn.eval()
+    fused.conv.to(dtype=dtype)
+    conv.weight.set_value(fused.conv.weight.astype("float32"))
+    x = paddle.randn([4, 16, 12, 12] if fmt == "NCHW" else [4, 12, 12, 16])
+    x_low = x.astype(dtype)
+    x_ref = x_low.astype("float32")
+    x_low.stop_gradient = x_ref.stop_gradient = False
+    y = fused(x_low)
+    y_ref = stock_forward(conv, bn, "relu", x_ref)
+    assert y.dtype == x_low.dtype
+    assert_close(y, y_ref, "out", dtype=dtype)
+    y.astype("float32").sum().backward()
+    y_ref.sum().backward()
+    assert_close(x_low.grad, x_ref.grad, "grad", dtype=dtype, what="dx")
+    assert_close(fused.bn.weight.grad, bn.weight.grad, "grad", dtype=dtype, what="dgamma")
+    assert_close(fused.bn._mean, bn._mean, "stat", dtype=dtype, what="running_mean")

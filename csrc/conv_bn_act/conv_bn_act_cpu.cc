@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/phase_timer.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/conv_bn_act.h"
 #include "conv_bn_act/cpu_conv_engine.h"
@@ -178,9 +179,12 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
     return {y, no_z, save_mean, save_invstd};
   }
 
+  PhaseTimer timer("forward");
   paddle::Tensor z = conv_train(g, a, x, w, bias);
+  timer.mark("conv");
   std::vector<float> var(O), ca(O), cb(O);
   cpu::channel_stats(z.data<float>(), v, sm, var.data());
+  timer.mark("stats");
   const float m = a.momentum;
   for (int64_t c = 0; c < O; ++c) {
     si[c] = 1.f / std::sqrt(var[c] + a.epsilon);
@@ -193,6 +197,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
   }
   cpu::bn_act_forward(z.data<float>(), opt_data(residual), ca.data(), cb.data(),
                       a.relu(), y.data<float>(), v);
+  timer.mark("normalize+act");
   return {y, z, save_mean, save_invstd};
 }
 
@@ -222,12 +227,14 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
   }
   const float* z = z_tensor.data<float>();
 
+  PhaseTimer timer("backward");
   const float* mean = saved_mean.data<float>();
   const float* invstd = saved_invstd.data<float>();
   const float* gamma = scale.data<float>();
   std::vector<double> sum_g(O), sum_gxmu(O);
   cpu::bn_act_backward_reduce(dy.data<float>(), y.data<float>(), z, mean,
                               a.relu(), v, sum_g.data(), sum_gxmu.data());
+  timer.mark("bn reduce");
 
   paddle::Tensor dscale = paddle::empty({O}, paddle::DataType::FLOAT32, place);
   paddle::Tensor dshift = paddle::empty({O}, paddle::DataType::FLOAT32, place);
@@ -245,13 +252,25 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
       k2[c] = k3[c] = 0.f;
     }
   }
-  paddle::Tensor dz = paddle::empty(g.out_shape(), x.dtype(), place);
+  // dz only feeds the convolution backward: with oneDNN it lives in the
+  // thread's scratch arena (warm, reused memory) instead of a fresh tensor.
+  paddle::Tensor dz_tensor;
+  float* dz = nullptr;
+#ifdef FASTCONV_WITH_ONEDNN
+  if (use_onednn())
+    dz = static_cast<float*>(
+        onednn::ScratchArena::local().alloc(g.out_numel() * sizeof(float)));
+#endif
+  if (!dz) {
+    dz_tensor = paddle::empty(g.out_shape(), x.dtype(), place);
+    dz = dz_tensor.data<float>();
+  }
   paddle::Tensor dres;
   if (residual) dres = paddle::empty(g.out_shape(), x.dtype(), place);
   cpu::bn_act_backward_apply(dy.data<float>(), y.data<float>(), z, mean,
                              k1.data(), k2.data(), k3.data(), a.relu(), v,
-                             dz.data<float>(),
-                             residual ? dres.data<float>() : nullptr);
+                             dz, residual ? dres.data<float>() : nullptr);
+  timer.mark("bn apply (dz)");
 
   paddle::Tensor dbias;
   if (bias) dbias = paddle::empty({O}, x.dtype(), place);
@@ -261,19 +280,21 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
     paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), place);
     dnnl::stream s = onednn::make_stream();
     auto plan = onednn::ConvBackwardPlan::get(g, static_cast<bool>(bias));
-    plan->execute(x.data<float>(), w.data<float>(), dz.data<float>(),
+    timer.mark("alloc dx dw");
+    plan->execute(x.data<float>(), w.data<float>(), dz,
                   dx.data<float>(), dw.data<float>(),
                   bias ? dbias.data<float>() : nullptr, s);
+    timer.mark("conv backward");
     return {dx, dw, dbias, dscale, dshift, dres};
   }
 #endif
   paddle::Tensor dx, dw;
-  paddle::experimental::conv2d_grad(x, w, dz, a.strides, paddings4(g),
+  paddle::experimental::conv2d_grad(x, w, dz_tensor, a.strides, paddings4(g),
                                     "EXPLICIT", a.dilations, a.groups,
                                     a.data_format, &dx, &dw);
   if (bias) {
     std::vector<double> sums(O);
-    cpu::channel_sum(dz.data<float>(), v, sums.data());
+    cpu::channel_sum(dz, v, sums.data());
     for (int64_t c = 0; c < O; ++c)
       dbias.data<float>()[c] = static_cast<float>(sums[c]);
   }
