@@ -36,5 +36,6 @@ setup(
     install_requires=["numpy"],
     extras_require={"test": ["pytest", "pytest-benchmark"],
                     "plot": ["matplotlib"]},
+    entry_points={"console_scripts": ["paddle-fastconv=paddle_fastconv.__main__:main"]},
     zip_safe=False,
 )

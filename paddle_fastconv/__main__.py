@@ -1,11 +1,12 @@
-"""Command line: `python -m paddle_fastconv {info,bench} ...`."""
+"""Command line: `paddle-fastconv {info,bench} ...` (or `python -m paddle_fastconv`
+from outside the source tree)."""
 import argparse
 import os
 import sys
 
 
 def _parser():
-    p = argparse.ArgumentParser(prog="python -m paddle_fastconv",
+    p = argparse.ArgumentParser(prog="paddle-fastconv",
                                 description="paddle_fastconv: fused Conv+BN+ReLU for Paddle.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="what this build contains (engines, archs, library, threads)")
@@ -36,15 +37,21 @@ def main(argv=None):
         want = str(args.threads)
         if os.environ.get("OMP_NUM_THREADS") != want:
             env = dict(os.environ, OMP_NUM_THREADS=want)
-            os.execve(sys.executable, [sys.executable, "-m", "paddle_fastconv"] +
+            # -P: do not put the current directory on sys.path, so a run from
+            # the source tree still imports the installed package.
+            safe = ["-P"] if sys.version_info >= (3, 11) else []
+            os.execve(sys.executable, [sys.executable] + safe + ["-m", "paddle_fastconv"] +
                       (argv if argv is not None else sys.argv[1:]), env)
     import paddle_fastconv
     if args.cmd == "info":
         from .info import main as info_main
         info_main()
         return
+    from paddle.base import core
+
     from . import bench
     paddle_fastconv.set_num_threads(args.threads)
+    core.set_num_threads(args.threads)  # Paddle's own CPU kernels (MKL/OpenMP)
     layers = (bench.DEFAULT_LAYERS if args.layers == "default" else
               list(bench.LAYERS) if args.layers == "all" else args.layers.split(","))
     unknown = [n for n in layers if n not in bench.LAYERS]

@@ -27,7 +27,9 @@ def _library_path():
         raise ImportError(
             "paddle_fastconv: the compiled op library was not found in %s. "
             "Install the package with `pip install --no-build-isolation .` "
-            "(a plain source checkout has no compiled library)." % _HERE)
+            "(a plain source checkout has no compiled library). If it is installed, this "
+            "is the source tree shadowing it: run from another directory, use the "
+            "`paddle-fastconv` command, or `python -P -m paddle_fastconv`." % _HERE)
     return found[0]
 
 
