@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 import paddle_fastconv  # noqa: E402
 
 paddle_fastconv.set_num_threads(THREADS)
+paddle.base.core.set_num_threads(THREADS)  # Paddle's own CPU kernels (MKL/OpenMP)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ def _known(d):
     return isinstance(d, int) and d >= 0
 
 
-def _absent(dtype):
-    t = paddle.empty([0], dtype=dtype)
+def _absent(shape, dtype):
+    t = paddle.zeros(shape, dtype=dtype)
     t.stop_gradient = True
     return t
 
@@ -99,11 +99,12 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
                              % (op, out_shape))
     if not isinstance(momentum, (int, float)) or not isinstance(epsilon, (int, float)):
         raise TypeError("%s: arguments 'momentum' and 'epsilon' must be numbers" % op)
-    # Absent bias/residual travel as empty tensors (see the op's registration).
+    # Absent bias/residual travel as 1-element placeholders of a rank the real
+    # tensors never have (see the op's registration).
     if bias is None:
-        bias = _absent(x.dtype)
+        bias = _absent([1, 1], x.dtype)
     if residual is None:
-        residual = _absent(x.dtype)
+        residual = _absent([1], x.dtype)
     outs = OPS[_OP](x, weight, bias, bn_weight, bn_bias, running_mean, running_var,
                     residual, strides, pads, dilations, int(groups), data_format,
                     act, bool(training), float(momentum), float(epsilon))

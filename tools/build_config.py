@@ -154,10 +154,16 @@ def configure():
     base_dir = os.path.join(c.paddle_dir, "base")
     libs_dir = os.path.join(c.paddle_dir, "libs")
     core = eu._get_core_name()
-    ldflags = ["-fopenmp", "-Wl,-Bsymbolic", "-L" + base_dir, "-Wl,--no-as-needed", "-l:" + core]
-    # conv2d_grad lives in libphi_core on Paddle 3.x (in libpaddle on 2.6).
-    if os.path.exists(os.path.join(libs_dir, "libphi_core.so")):
-        ldflags += ["-L" + libs_dir, "-l:libphi_core.so"]
+    # --no-undefined: a symbol of ours that nothing defines fails the link,
+    # not the first call that reaches it.
+    ldflags = ["-fopenmp", "-Wl,-Bsymbolic", "-Wl,--no-undefined",
+               "-L" + base_dir, "-Wl,--no-as-needed", "-l:" + core]
+    # The C++ API (conv2d, conv2d_grad, ...) lives in libphi_core on Paddle
+    # 3.x and in libphi on 2.6.
+    for phi in ("libphi_core.so", "libphi.so"):
+        if os.path.exists(os.path.join(libs_dir, phi)):
+            ldflags += ["-L" + libs_dir, "-l:" + phi]
+            break
     if c.onednn_lib:
         cflags.append("-DFASTCONV_WITH_ONEDNN")
         ldflags += ["-L" + os.path.dirname(c.onednn_lib),

@@ -83,11 +83,13 @@ ConvGeometry check_inputs(const paddle::Tensor& x, const paddle::Tensor& w,
   return g;
 }
 
-// Bias and Residual are always inputs; an empty [0] tensor means "absent".
-// (Optional inputs would make their gradients optional outputs, which static
-// graphs of some Paddle versions mis-index.)
-OptTensor present(const paddle::Tensor& t) {
-  if (t.initialized() && t.numel() > 0) return t;
+// Bias and Residual are always inputs; absence is a 1-element placeholder of
+// a rank the real tensor never has: [1, 1] for the bias (really [O]) and [1]
+// for the residual (really 4-D). Optional inputs would make their gradients
+// optional outputs, which static graphs of some Paddle versions mis-index,
+// and Paddle 2.6 rejects a 0-element gradient (it has no memory).
+OptTensor present(const paddle::Tensor& t, size_t real_rank) {
+  if (t.initialized() && t.shape().size() == real_rank) return t;
   return paddle::none;
 }
 
@@ -102,7 +104,8 @@ std::vector<paddle::Tensor> ConvBnActForward(
     bool training, float momentum, float epsilon) {
   ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
                                 data_format, act, training, momentum, epsilon);
-  const OptTensor bias = present(bias_in), residual = present(residual_in);
+  const OptTensor bias = present(bias_in, 1);
+  const OptTensor residual = present(residual_in, 4);
   ConvGeometry g = check_inputs(x, w, bias, scale, shift, running_mean,
                                 running_var, residual, a);
   if (x.is_cpu())
@@ -135,7 +138,8 @@ std::vector<paddle::Tensor> ConvBnActBackward(
     bool training, float momentum, float epsilon) {
   ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
                                 data_format, act, training, momentum, epsilon);
-  const OptTensor bias = present(bias_in), residual = present(residual_in);
+  const OptTensor bias = present(bias_in, 1);
+  const OptTensor residual = present(residual_in, 4);
   ConvGeometry g =
       make_conv_geometry(x.shape(), w.shape(), a.strides, a.paddings,
                          a.dilations, a.groups, a.data_format, kConvBnActOp);
@@ -153,11 +157,12 @@ std::vector<paddle::Tensor> ConvBnActBackward(
 #endif
   else
     PD_THROW(kConvBnActOp, "_grad: unsupported device ", x.place());
-  // Gradients of absent (empty) inputs are empty tensors too.
-  for (int i : {2, 5})
-    if (!grads[i].initialized())
-      grads[i] = paddle::empty({0}, i == 2 ? bias_in.dtype() : x.dtype(),
-                               x.place());
+  // Gradients of absent inputs: zeros shaped like their placeholders.
+  if (!bias)
+    grads[2] = paddle::full(bias_in.shape(), 0, bias_in.dtype(), x.place());
+  if (!residual)
+    grads[5] =
+        paddle::full(residual_in.shape(), 0, residual_in.dtype(), x.place());
   return grads;
 }
 
