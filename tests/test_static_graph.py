@@ -12,20 +12,31 @@ import paddle_fastconv as pf
 from tolerances import assert_close
 
 
+LEGACY_STATIC = int(paddle.__version__.split(".")[0]) < 3 and paddle.__version__ != "0.0.0"
+
+
+@pytest.mark.xfail(LEGACY_STATIC, strict=True, raises=IndexError,
+                   reason="Paddle 2.x's legacy static graph fails while appending this "
+                          "custom op's backward (vector range check); Paddle 3 (PIR) works")
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("with_res", [False, True])
 def test_to_static_training_matches_dygraph(fmt, with_res):
     class Net(paddle.nn.Layer):
-        def __init__(self):
+        # Settings are attributes, not closure variables: Paddle 2.6's
+        # dy2static does not resolve free variables of forward().
+        def __init__(self, fmt, with_res):
             super().__init__()
+            self.with_res = with_res
             self.a = pf.ConvBNReLU(4, 8, 3, padding=1, bias=True, data_format=fmt)
             self.b = pf.ConvBNReLU(8, 8, 3, padding=1, act="relu", data_format=fmt)
 
         def forward(self, x):
             h = self.a(x)
-            return self.b(h, h if with_res else None)
+            if self.with_res:
+                return self.b(h, h)
+            return self.b(h)
 
-    dyn, st = Net(), Net()
+    dyn, st = Net(fmt, with_res), Net(fmt, with_res)
     st.set_state_dict(dyn.state_dict())
     st_fn = paddle.jit.to_static(st, full_graph=True)
     o1 = paddle.optimizer.Momentum(0.05, parameters=dyn.parameters())

@@ -5,7 +5,8 @@
 //   y = act(BN(z) (+ residual)),  act in {relu, none}
 //
 // Outputs besides y (kept by autograd for backward, not shown to users):
-//   SavedZ       training: z; eval: an empty [0] tensor (backward recomputes z)
+//   SavedZ       training: z; eval: a 1-element placeholder (backward
+//                recomputes z)
 //   SavedMean    training: batch mean; eval: running mean
 //   SavedInvStd  training: 1/sqrt(batch var + eps); eval: same with running var
 #pragma once

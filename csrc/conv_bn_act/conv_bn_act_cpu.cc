@@ -154,7 +154,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
       sm[c] = rm[c];
       si[c] = 1.f / std::sqrt(rv[c] + a.epsilon);
     }
-    paddle::Tensor no_z = paddle::empty({0}, x.dtype(), place);
+    paddle::Tensor no_z = paddle::empty({1}, x.dtype(), place);
 #ifdef FASTCONV_WITH_ONEDNN
     if (use_onednn()) {
       dnnl::stream s = onednn::make_stream();

@@ -126,7 +126,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cuda(
     paddle::Tensor save_mean = pe::assign(running_mean);
     paddle::Tensor save_invstd =
         pe::rsqrt(pe::scale(running_var, 1.0f, a.epsilon, true));
-    return {y, paddle::empty({0}, x.dtype(), place), save_mean, save_invstd};
+    return {y, paddle::empty({1}, x.dtype(), place), save_mean, save_invstd};
   }
 
   paddle::Tensor z = conv_plus_bias(x, w, bias, g, a);

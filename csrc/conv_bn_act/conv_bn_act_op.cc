@@ -198,7 +198,9 @@ std::vector<std::vector<int64_t>> ConvBnActInferShape(
                                            p[2], p[3]);
   y = nhwc ? std::vector<int64_t>{x[0], OH, OW, w[0]}
            : std::vector<int64_t>{x[0], w[0], OH, OW};
-  std::vector<int64_t> z = training ? y : std::vector<int64_t>{0};
+  // eval keeps no z: a 1-element placeholder (Paddle 2.6 rejects 0-element
+  // outputs)
+  std::vector<int64_t> z = training ? y : std::vector<int64_t>{1};
   return {y, z, {w[0]}, {w[0]}};
 }
 
