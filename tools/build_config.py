@@ -182,7 +182,12 @@ def configure():
         cuda_lib = os.path.join(c.cuda["home"], "lib64")
         ldflags += ["-L" + cuda_lib, "-lcudart", "-Wl,-rpath," + cuda_lib]
     c.cu_sources = cu_sources if c.cuda else []
+    # Headers and CUDA sources as dependencies: a change to any of them
+    # rebuilds and relinks (setuptools does not compare extra_objects).
+    depends = sorted(glob.glob(os.path.join(CSRC, "*", "*.h")) +
+                     glob.glob(os.path.join(CSRC, "*", "*.cuh")) + c.cu_sources)
     c.extension = Extension("paddle_fastconv._fastconv_ops", sources=sources,
+                            depends=[os.path.relpath(d, ROOT) for d in depends],
                             extra_compile_args=cflags, extra_link_args=ldflags,
                             language="c++")
     _CONFIG["c"] = c

@@ -15,15 +15,15 @@
 // emulator tries to break code that relies on more):
 // - FC_CUDA_LAUNCH runs the whole grid before it returns.  Blocks run one
 //   after another, or on several OS threads (set_workers / FC_EMU_WORKERS);
-//   the threads of a block run as fibers (ucontext) on one OS thread.  A fiber
-//   runs until it reaches __syncthreads(), a warp primitive or its end, so
-//   threads interleave exactly where they may observe each other's writes.
-// - The order in which a block's fibers resume is shuffled in every round,
-//   and in every other round about half of the warps sit out, so warps drift
-//   apart between barriers as they do on hardware: code that misses a barrier
-//   reads stale data rather than happening to work.  The shuffle is seeded
-//   (set_seed / FC_EMU_SEED; 0 = fixed lane order, lock-step), so a failure
-//   reproduces.
+//   the threads of a block run as fibers on one OS thread.  A fiber runs
+//   until it reaches __syncthreads(), a warp primitive or its end, so threads
+//   interleave at the points where CUDA code may rely on each other's writes.
+// - Each round of a block resumes its runnable fibers in a shuffled order,
+//   and those of warp w only with probability speed[w] (drawn per block
+//   between 1/16 and 1), so warps drift apart between barriers as they may on
+//   hardware: code that misses a barrier reads stale data rather than
+//   happening to work.  The randomness is seeded (set_seed / FC_EMU_SEED;
+//   0 = all warps in lock-step, lanes in order), so a failure reproduces.
 // - __shared__ is `static thread_local`: one instance per OS thread, i.e. per
 //   running block, shared by the block's threads.  Like on hardware it holds
 //   whatever the previous block left.  Dynamic shared memory is not emulated
@@ -60,7 +60,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -194,13 +193,75 @@ inline float rsqrtf(float x) { return 1.f / sqrtf(x); }
 namespace fc_emu {
 namespace detail {
 
+// Execution contexts.  On x86-64 a switch saves the callee-saved registers on
+// the current stack and moves to the other one (no system call, unlike
+// swapcontext, which saves the signal mask on every switch); elsewhere, or
+// with FC_EMU_UCONTEXT, ucontext.
+#if defined(__x86_64__) && !defined(FC_EMU_UCONTEXT)
+struct Context {
+  void* sp = nullptr;
+};
+
+// Pushes rbp, rbx, r12-r15 and the x87/SSE control words, stores the stack
+// pointer in *from and pops the same from `to`.  noipa: callers must treat it
+// as an unknown function that reads and writes memory.
+__attribute__((naked, noinline, noipa)) inline void fc_switch_stack(
+    void** /*from: rdi*/, void* /*to: rsi*/) {
+  asm("pushq %rbp\n pushq %rbx\n pushq %r12\n pushq %r13\n"
+      "pushq %r14\n pushq %r15\n subq $8, %rsp\n"
+      "stmxcsr (%rsp)\n fnstcw 4(%rsp)\n"
+      "movq %rsp, (%rdi)\n movq %rsi, %rsp\n"
+      "ldmxcsr (%rsp)\n fldcw 4(%rsp)\n addq $8, %rsp\n"
+      "popq %r15\n popq %r14\n popq %r13\n popq %r12\n"
+      "popq %rbx\n popq %rbp\n ret\n");
+}
+
+inline void switch_context(Context& from, Context& to) {
+  fc_switch_stack(&from.sp, to.sp);
+}
+
+// A stack that fc_switch_stack "returns" into `entry`, aligned as if called.
+inline void make_context(Context& c, char* stack, size_t bytes,
+                         void (*entry)()) {
+  void** sp = reinterpret_cast<void**>(
+      (reinterpret_cast<uintptr_t>(stack) + bytes) & ~uintptr_t{15});
+  *--sp = nullptr;  // entry's return address: it never returns
+  *--sp = reinterpret_cast<void*>(entry);
+  for (int r = 0; r < 6; ++r) *--sp = nullptr;  // rbp, rbx, r12-r15
+  const uint32_t control[2] = {0x1f80, 0x037f};  // default MXCSR, x87 CW
+  std::memcpy(--sp, control, sizeof(control));
+  c.sp = sp;
+}
+#else
+struct Context {
+  ucontext_t uc;
+};
+
+inline void switch_context(Context& from, Context& to) {
+  swapcontext(&from.uc, &to.uc);
+}
+
+// Not inlined: getcontext() "returns twice" for the compiler, which would
+// then warn about every local of the caller.
+__attribute__((noinline)) inline void make_context(Context& c, char* stack,
+                                                   size_t bytes,
+                                                   void (*entry)()) {
+  getcontext(&c.uc);
+  c.uc.uc_stack.ss_sp = stack;
+  c.uc.uc_stack.ss_size = bytes;
+  c.uc.uc_link = nullptr;  // entry never returns
+  makecontext(&c.uc, entry, 0);
+}
+#endif
+
 enum class Wait { kNone, kBlockBarrier, kWarpBarrier, kDone };
 
 struct Fiber {
-  ucontext_t ctx;
+  Context ctx;
   uint3 tid;
   int warp, lane;
   Wait wait;
+  uint64_t wait_gen;  // the barrier generation it waits to see pass
 };
 
 // One barrier generation per warp-wide exchange.  Values are written into the
@@ -219,9 +280,9 @@ struct Block {
   std::vector<Fiber> fibers;
   std::vector<WarpSync> warps;
   Fiber* cur = nullptr;
-  ucontext_t sched;
+  Context sched;
   int bar_arrived = 0;
-  uint64_t bar_gen = 0, progress = 0;
+  uint64_t bar_gen = 0;
   std::string fault;  // non-empty: the block failed
   void (*body)(void*) = nullptr;
   void* body_arg = nullptr;
@@ -250,7 +311,12 @@ struct Stacks {
       base = static_cast<char*>(p);
       bytes = need;
       // Guard page at the low end of each stack: an overflow faults.
-      for (int i = 0; i < n; ++i) mprotect(base + stride() * i, 4096, PROT_NONE);
+      for (int i = 0; i < n; ++i) {
+        if (mprotect(base + stride() * i, 4096, PROT_NONE) != 0) {
+          std::perror("fc_emu: mprotect of a stack guard page");
+          std::abort();
+        }
+      }
     }
     return base;
   }
@@ -259,7 +325,7 @@ inline thread_local Stacks t_stacks;
 
 inline void yield() {
   Block* b = t_block;
-  swapcontext(&b->cur->ctx, &b->sched);
+  switch_context(b->cur->ctx, b->sched);
 }
 
 // Records the first error of the block and leaves the fiber for good.
@@ -279,30 +345,20 @@ inline void fiber_main() {
   Block* b = t_block;
   b->body(b->body_arg);
   b->cur->wait = Wait::kDone;
-  ++b->progress;
-}  // returns to uc_link, the scheduler
-
-// Apart, and not inlined: getcontext() "returns twice" for the compiler,
-// which then warns about every local of its caller.
-__attribute__((noinline)) inline void make_fiber(ucontext_t* ctx, char* stack,
-                                                 ucontext_t* link) {
-  getcontext(ctx);
-  ctx->uc_stack.ss_sp = stack;
-  ctx->uc_stack.ss_size = FC_EMU_STACK_BYTES;
-  ctx->uc_link = link;
-  makecontext(ctx, fiber_main, 0);
+  yield();  // for good: the scheduler does not resume finished fibers
 }
 
+// The scheduler resumes a waiting fiber only once its barrier generation has
+// passed (see runnable()).
 inline void block_barrier() {
   Block* b = t_block;
-  const uint64_t gen = b->bar_gen;
-  ++b->progress;
+  b->cur->wait = Wait::kBlockBarrier;
+  b->cur->wait_gen = b->bar_gen;
   if (++b->bar_arrived == b->nthreads) {
     b->bar_arrived = 0;
     ++b->bar_gen;
   }
-  b->cur->wait = Wait::kBlockBarrier;
-  do yield(); while (b->bar_gen == gen);
+  yield();
   b->cur->wait = Wait::kNone;
 }
 
@@ -317,16 +373,15 @@ T warp_exchange(unsigned mask, T v, F src_lane) {
   if (mask != 0xffffffffu || w.size != 32) {
     fault("warp primitive with a partial mask or warp (not emulated)");
   }
-  const uint64_t gen = w.gen;
-  uint64_t(&slot)[32] = w.slot[gen & 1];
+  uint64_t(&slot)[32] = w.slot[w.gen & 1];
   std::memcpy(&slot[f->lane], &v, sizeof(T));
-  ++b->progress;
+  f->wait = Wait::kWarpBarrier;
+  f->wait_gen = w.gen;
   if (++w.arrived == w.size) {
     w.arrived = 0;
     ++w.gen;
   }
-  f->wait = Wait::kWarpBarrier;
-  do yield(); while (w.gen == gen);
+  yield();
   f->wait = Wait::kNone;
   const int src = src_lane(f->lane);
   if (src < 0 || src >= 32) return v;
@@ -336,9 +391,9 @@ T warp_exchange(unsigned mask, T v, F src_lane) {
 }
 
 inline uint64_t& seed() {
-  static uint64_t s = std::getenv("FC_EMU_SEED") != nullptr
-                          ? std::strtoull(std::getenv("FC_EMU_SEED"), nullptr, 0)
-                          : 1;
+  static uint64_t s = std::getenv("FC_EMU_SEED") == nullptr
+                          ? 1
+                          : std::strtoull(std::getenv("FC_EMU_SEED"), 0, 0);
   return s;
 }
 inline int& workers() {
@@ -362,8 +417,39 @@ inline std::string describe_deadlock(const Block& b) {
          std::to_string(done) + " have exited";
 }
 
+// splitmix64: cheap, and the same sequence on every platform.
+struct Rng {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  }
+  float uniform() { return static_cast<float>(next() >> 40) * 0x1p-24f; }
+  uint32_t below(uint32_t n) {
+    return static_cast<uint32_t>(((next() >> 32) * n) >> 32);
+  }
+};
+
+inline bool runnable(const Block& b, const Fiber& f) {
+  switch (f.wait) {
+    case Wait::kNone:
+      return true;
+    case Wait::kBlockBarrier:
+      return b.bar_gen != f.wait_gen;
+    case Wait::kWarpBarrier:
+      return b.warps[f.warp].gen != f.wait_gen;
+    case Wait::kDone:
+      break;
+  }
+  return false;
+}
+
 // Runs block `idx` to completion on this OS thread; false (with b.fault set)
-// on a fault or deadlock.
+// on a fault or deadlock.  Each round resumes the fibers that are runnable at
+// its start in a shuffled order, those of warp w only with probability
+// speed[w] (drawn per block), so that warps drift apart between barriers.
 inline bool run_block(Block& b, uint3 idx, uint64_t linear) {
   b.idx = idx;
   b.fault.clear();
@@ -371,33 +457,48 @@ inline bool run_block(Block& b, uint3 idx, uint64_t linear) {
   char* stacks = t_stacks.get(b.nthreads);
   for (int t = 0; t < b.nthreads; ++t) {
     b.fibers[t].wait = Wait::kNone;
-    make_fiber(&b.fibers[t].ctx, stacks + Stacks::stride() * t + 4096,
-               &b.sched);
+    make_context(b.fibers[t].ctx, stacks + Stacks::stride() * t + 4096,
+                 FC_EMU_STACK_BYTES, fiber_main);
   }
   for (WarpSync& w : b.warps) w.arrived = 0;
-  std::mt19937_64 rng(seed() * 0x9e3779b97f4a7c15ull + linear);
-  std::vector<int> order(b.nthreads);
+  const bool lockstep = seed() == 0;
+  Rng rng{seed() * 0x9e3779b97f4a7c15ull + linear};
+  std::vector<float> speed(b.warps.size(), 1.f);
+  if (!lockstep) {
+    // Log-uniform in [1/16, 1]: a slow warp sits out ~10 rounds in a row
+    // often enough to expose races whose window spans that many steps.
+    for (float& s : speed) s = exp2f(-4.f * rng.uniform());
+  }
   std::vector<char> run_warp(b.warps.size(), 1);
-  for (int t = 0; t < b.nthreads; ++t) order[t] = t;
-  int live = b.nthreads;
-  for (uint64_t round = 0; live > 0; ++round) {
-    const uint64_t before = b.progress;
-    // Odd rounds let a random half of the warps sit out (never all of them).
-    const bool full = seed() == 0 || round % 2 == 0;
-    if (seed() != 0) std::shuffle(order.begin(), order.end(), rng);
-    for (size_t w = 0; w < run_warp.size(); ++w) {
-      run_warp[w] = full || (rng() & 1) || w == round / 2 % run_warp.size();
+  std::vector<int> batch;
+  batch.reserve(b.nthreads);
+  for (;;) {
+    if (!lockstep) {
+      for (size_t w = 0; w < speed.size(); ++w) {
+        run_warp[w] = rng.uniform() < speed[w];
+      }
     }
-    for (int t : order) {
-      Fiber& f = b.fibers[t];
-      if (f.wait == Wait::kDone || !run_warp[f.warp]) continue;
-      b.cur = &f;
-      swapcontext(&b.sched, &f.ctx);
+    bool any = false;
+    batch.clear();
+    for (int t = 0; t < b.nthreads; ++t) {
+      if (!runnable(b, b.fibers[t])) continue;
+      any = true;
+      if (run_warp[b.fibers[t].warp]) batch.push_back(t);
+    }
+    if (!any) break;
+    if (!lockstep) {
+      for (size_t k = batch.size(); k > 1; --k) {  // Fisher-Yates
+        std::swap(batch[k - 1], batch[rng.below(static_cast<uint32_t>(k))]);
+      }
+    }
+    for (int t : batch) {
+      b.cur = &b.fibers[t];
+      switch_context(b.sched, b.cur->ctx);
       if (!b.fault.empty()) return false;
     }
-    live = 0;
-    for (const Fiber& f : b.fibers) live += f.wait != Wait::kDone;
-    if (full && live > 0 && b.progress == before) {
+  }
+  for (const Fiber& f : b.fibers) {
+    if (f.wait != Wait::kDone) {
       b.fault = describe_deadlock(b);
       return false;
     }

@@ -5,9 +5,9 @@
 // __syncthreads, warp shuffles (through fc_shfl_down, full warps only), the
 // built-in index variables and aligned vector loads.  Together with routing
 // every launch through FC_CUDA_LAUNCH this keeps them runnable under a CPU
-// emulation header (one OS thread per CUDA thread, blocks run one at a time,
-// __shared__ mapped to static), which may predefine FC_CUDA_LAUNCH / FC_UNROLL
-// before including this file.
+// emulation header (common/cuda_emulation.h: a block's threads run as fibers,
+// __shared__ is static thread_local), which may predefine FC_CUDA_LAUNCH /
+// FC_UNROLL before including this file.
 #pragma once
 
 #include <cstdint>

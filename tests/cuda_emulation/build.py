@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -67,12 +68,11 @@ def _headers_digest(csrc):
     """Digest of every header the sources can include: a header change
     rebuilds everything, which is simple and cheap enough here."""
     h = hashlib.sha256()
-    paths = sorted(glob.glob(os.path.join(csrc, "*", "*.h")) +
-                   glob.glob(os.path.join(csrc, "*", "*.cuh")) +
-                   glob.glob(os.path.join(STUB_INCLUDE, "*.h")))
-    for p in paths:
-        h.update(os.path.relpath(p, os.path.dirname(csrc)).encode())
-        h.update(_read(p))
+    for root in (csrc, STUB_INCLUDE):  # names relative to root: copies match
+        for p in sorted(glob.glob(os.path.join(root, "*.h")) +
+                        glob.glob(os.path.join(root, "*", "*.h")) +
+                        glob.glob(os.path.join(root, "*", "*.cuh"))):
+            h.update(os.path.relpath(p, root).encode() + b"\0" + _read(p))
     return h.hexdigest()
 
 
@@ -83,23 +83,45 @@ def _run(cmd):
             p.returncode, " ".join(cmd), p.stdout, p.stderr))
 
 
+_locks = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(key):
+    """One lock per output: builds running in parallel threads (the planted
+    bugs) compile a shared unit once."""
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _unique_tmp(path):
+    return "%s.%d.%d.tmp" % (path, os.getpid(), threading.get_ident())
+
+
 def _compile(cxx, src, csrc, flags, headers, out_dir):
     key = hashlib.sha256("\0".join(
         [_compiler_id(cxx), " ".join(flags), headers]).encode() + _read(src))
     obj = os.path.join(out_dir, key.hexdigest()[:24] + ".o")
-    if not os.path.exists(obj):
-        tmp = "%s.%d.tmp" % (obj, os.getpid())
-        _run([cxx, "-x", "c++"] + flags + ["-I" + csrc, "-I" + STUB_INCLUDE,
-                                           "-c", src, "-o", tmp])
-        os.replace(tmp, obj)  # atomic: concurrent sessions may share the cache
+    with _lock(obj):
+        if not os.path.exists(obj):
+            tmp = _unique_tmp(obj)
+            _run([cxx, "-x", "c++"] + flags + ["-I" + csrc, "-I" + STUB_INCLUDE,
+                                               "-c", src, "-o", tmp])
+            os.replace(tmp, obj)  # atomic: other sessions may share the cache
     return obj
 
 
 def _patch_tree(tree, patches):
-    """Copies csrc/ to `tree` and applies patches {relpath: [(old, new), ...]};
-    each `old` must occur exactly once, so a patch that no longer matches the
-    sources fails loudly instead of planting nothing."""
-    shutil.copytree(CSRC, tree)
+    """Copies the sources and headers of csrc/ to `tree` and applies patches
+    {relpath: [(old, new), ...]}; each `old` must occur exactly once, so a
+    patch that no longer matches the sources fails loudly instead of planting
+    nothing.  Only the files a build reads are copied (not, say, an editor's
+    lock file beside them)."""
+    for pattern in ("*.h", "*.cuh", "*.cu"):
+        for src in glob.glob(os.path.join(CSRC, "*", pattern)):
+            dst = os.path.join(tree, os.path.relpath(src, CSRC))
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
+            shutil.copyfile(src, dst)
     for rel, edits in patches.items():
         path = os.path.join(tree, rel)
         with open(path) as f:
@@ -134,21 +156,25 @@ def build_library(defines=(), patches=None, jobs=None):
 
 
 def _build(cxx, csrc, defines, jobs):
-    flags = FLAGS + ["-D" + d for d in defines]
     headers = _headers_digest(csrc)
-    sources = sorted(glob.glob(os.path.join(csrc, "*", "*.cu"))) + TEST_SOURCES
+    # The defines are for the kernels; the test sources ignore them, so their
+    # objects are shared between variants.
+    units = [(s, FLAGS + ["-D" + d for d in defines])
+             for s in sorted(glob.glob(os.path.join(csrc, "*", "*.cu")))]
+    units += [(s, FLAGS) for s in TEST_SOURCES]
     obj_dir = os.path.join(cache_dir(), "obj")
     os.makedirs(obj_dir, exist_ok=True)
     jobs = jobs or int(os.environ.get("FC_EMU_JOBS", "0")) or min(
         4, os.cpu_count() or 1)
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
         objs = list(pool.map(
-            lambda s: _compile(cxx, s, csrc, flags, headers, obj_dir), sources))
+            lambda u: _compile(cxx, u[0], csrc, u[1], headers, obj_dir), units))
     key = hashlib.sha256("\0".join(objs).encode()).hexdigest()[:24]
     lib = os.path.join(cache_dir(), "lib", "fc_emu_%s.so" % key)
-    if not os.path.exists(lib):
-        os.makedirs(os.path.dirname(lib), exist_ok=True)
-        tmp = "%s.%d.tmp" % (lib, os.getpid())
-        _run([cxx, "-shared", "-pthread"] + objs + ["-o", tmp])
-        os.replace(tmp, lib)
+    with _lock(lib):
+        if not os.path.exists(lib):
+            os.makedirs(os.path.dirname(lib), exist_ok=True)
+            tmp = _unique_tmp(lib)
+            _run([cxx, "-shared", "-pthread"] + objs + ["-o", tmp])
+            os.replace(tmp, lib)
     return lib

@@ -18,7 +18,8 @@ ChannelView view(int64_t outer, int64_t channels, int64_t inner) {
 extern "C" {
 
 int64_t fc_bn_workspace_bytes(int64_t o, int64_t c, int64_t i) {
-  return static_cast<int64_t>(fastconv::cuda::bn_workspace_bytes(view(o, c, i)));
+  return static_cast<int64_t>(
+      fastconv::cuda::bn_workspace_bytes(view(o, c, i)));
 }
 
 int fc_bn_stats(int dt, const void* z, int64_t o, int64_t c, int64_t i,

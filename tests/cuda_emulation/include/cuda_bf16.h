@@ -1,4 +1,4 @@
-// Stand-in for the CUDA toolkit's <cuda_bf16.h> when kernel sources are compiled as
-// host C++ for the CPU emulation (see csrc/common/cuda_emulation.h).
+// Stand-in for the CUDA toolkit's <cuda_bf16.h> when kernel sources are
+// compiled as host C++ for the CPU emulation: see common/cuda_emulation.h.
 #pragma once
 #include "common/cuda_emulation.h"
