@@ -71,7 +71,7 @@ class ConvBNReLU(nn.Layer):
         if bn._num_features != conv._out_channels:
             raise ValueError("%s: bn has %d features but conv has %d output channels"
                              % (name, bn._num_features, conv._out_channels))
-        if bn._data_format not in (conv._data_format, "NCHW" if conv._data_format == "NCHW" else "NHWC"):
+        if bn._data_format != conv._data_format:
             raise ValueError("%s: conv data_format %s and bn data_format %s differ"
                              % (name, conv._data_format, bn._data_format))
         _args.choice(act, "act", _args.ACTS, name)

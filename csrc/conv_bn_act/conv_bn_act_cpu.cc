@@ -17,6 +17,7 @@
 
 #include "common/check.h"
 #include "common/phase_timer.h"
+#include "common/paddle_conv_api.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/conv_bn_act.h"
 #include "conv_bn_act/cpu_conv_engine.h"
@@ -24,21 +25,6 @@
 #include "conv_bn_act/folded_weights.h"
 #include "onednn/conv_onednn.h"
 #endif
-
-// Exported by Paddle's libraries but declared in no installed header; the
-// signature is the same in Paddle 2.6 and 3.x.
-namespace paddle {
-namespace experimental {
-PADDLE_API void conv2d_grad(const Tensor& input, const Tensor& filter,
-                            const Tensor& out_grad,
-                            const std::vector<int>& strides,
-                            const std::vector<int>& paddings,
-                            const std::string& padding_algorithm,
-                            const std::vector<int>& dilations, int groups,
-                            const std::string& data_format,
-                            Tensor* input_grad, Tensor* filter_grad);
-}  // namespace experimental
-}  // namespace paddle
 
 namespace fastconv {
 
@@ -71,11 +57,6 @@ bool set_cpu_conv_engine(CpuConvEngine e) {
 namespace {
 
 bool use_onednn() { return cpu_conv_engine() == CpuConvEngine::kOneDNN; }
-
-std::vector<int> paddings4(const ConvGeometry& g) {
-  return {static_cast<int>(g.pad_top), static_cast<int>(g.pad_bottom),
-          static_cast<int>(g.pad_left), static_cast<int>(g.pad_right)};
-}
 
 cpu::ChannelView out_view(const ConvGeometry& g) {
   return g.channels_last ? cpu::ChannelView{g.N * g.OH * g.OW, g.O, 1}

@@ -6,23 +6,9 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/paddle_conv_api.h"
 #include "conv_bn_act/bn_act_cuda.h"
 #include "conv_bn_act/conv_bn_act.h"
-
-// Exported by Paddle's libraries but declared in no installed header; the
-// signature is the same in Paddle 2.6 and 3.x.
-namespace paddle {
-namespace experimental {
-PADDLE_API void conv2d_grad(const Tensor& input, const Tensor& filter,
-                            const Tensor& out_grad,
-                            const std::vector<int>& strides,
-                            const std::vector<int>& paddings,
-                            const std::string& padding_algorithm,
-                            const std::vector<int>& dilations, int groups,
-                            const std::string& data_format,
-                            Tensor* input_grad, Tensor* filter_grad);
-}  // namespace experimental
-}  // namespace paddle
 
 namespace fastconv {
 namespace {
@@ -49,11 +35,6 @@ cuda::ChannelView out_view(const ConvGeometry& g) {
 void check_launch(cudaError_t err, const char* what) {
   PD_CHECK(err == cudaSuccess, kConvBnActOp, ": CUDA kernel ", what,
            " failed: ", cudaGetErrorString(err));
-}
-
-std::vector<int> paddings4(const ConvGeometry& g) {
-  return {static_cast<int>(g.pad_top), static_cast<int>(g.pad_bottom),
-          static_cast<int>(g.pad_left), static_cast<int>(g.pad_right)};
 }
 
 paddle::Tensor conv(const paddle::Tensor& x, const paddle::Tensor& w,
