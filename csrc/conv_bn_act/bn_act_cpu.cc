@@ -18,18 +18,22 @@ inline float masked(float dy, float y, bool relu) {
   return relu ? (y > 0.f ? dy : 0.f) : dy;
 }
 
-// NHWC reductions: each thread accumulates a row range into its own
-// per-channel arrays; partials are then summed in thread order (deterministic).
+// Per-channel reductions: each thread streams through one contiguous range of
+// `rows` in memory order (prefetch-friendly; a channel-parallel loop would
+// hop between N strided streams per array) into its own per-channel arrays;
+// the partials are then summed in thread order, so results are deterministic
+// for a fixed thread count. NHWC: a row is one pixel (C channels); NCHW: a
+// row is one (image, channel) plane of `inner` elements.
 template <typename RowFn>
-void reduce_rows(ChannelView v, int nvals, std::vector<double>& out, RowFn fn) {
-  const int64_t C = v.channels;
-  const int nt = std::max(1, std::min<int>(num_threads(),
-                                           static_cast<int>(v.outer)));
+void reduce_rows(int64_t rows, int64_t C, int nvals, std::vector<double>& out,
+                 RowFn fn) {
+  const int nt = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(num_threads(), rows)));
   std::vector<double> part(static_cast<size_t>(nt) * nvals * C, 0.0);
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
-    const int64_t lo = v.outer * t / nt, hi = v.outer * (t + 1) / nt;
+    const int64_t lo = rows * t / nt, hi = rows * (t + 1) / nt;
     double* acc = part.data() + static_cast<size_t>(t) * nvals * C;
     for (int64_t r = lo; r < hi; ++r) fn(r, acc);
   }
@@ -45,33 +49,35 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var) {
   const int64_t C = v.channels, I = v.inner;
   const double n = static_cast<double>(v.count());
   if (I > 1) {
-    // NCHW: a channel's rows are contiguous runs of I elements.
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      const float shift = z[c * I];
-      double s1 = 0.0, s2 = 0.0;
-      for (int64_t o = 0; o < v.outer; ++o) {
-        const float* p = z + (o * C + c) * I;
-        float r1 = 0.f, r2 = 0.f;  // one row in float, vectorized
+    // NCHW: shift by each channel's first value (image 0) for accuracy.
+    std::vector<float> shift(C);
+    for (int64_t c = 0; c < C; ++c) shift[c] = z[c * I];
+    std::vector<double> sums;
+    reduce_rows(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
+      const int64_t c = row % C;
+      const float* p = z + row * I;
+      const float k = shift[c];
+      float r1 = 0.f, r2 = 0.f;  // one plane in float, vectorized
 #pragma omp simd reduction(+ : r1, r2)
-        for (int64_t i = 0; i < I; ++i) {
-          const float d = p[i] - shift;
-          r1 += d;
-          r2 += d * d;
-        }
-        s1 += r1;
-        s2 += r2;
+      for (int64_t i = 0; i < I; ++i) {
+        const float d = p[i] - k;
+        r1 += d;
+        r2 += d * d;
       }
-      const double m = s1 / n;
-      mean[c] = static_cast<float>(shift + m);
-      var[c] = static_cast<float>(std::max(0.0, s2 / n - m * m));
+      acc[c] += r1;
+      acc[C + c] += r2;
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      const double m = sums[c] / n;
+      mean[c] = static_cast<float>(shift[c] + m);
+      var[c] = static_cast<float>(std::max(0.0, sums[C + c] / n - m * m));
     }
     return;
   }
   // NHWC: channels contiguous within a row.
   std::vector<float> shift(z, z + C);
   std::vector<double> sums;
-  reduce_rows(v, 2, sums, [&](int64_t r, double* acc) {
+  reduce_rows(v.outer, C, 2, sums, [&](int64_t r, double* acc) {
     const float* p = z + r * C;
     double* a1 = acc;
     double* a2 = acc + C;
@@ -92,22 +98,19 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var) {
 void channel_sum(const float* t, ChannelView v, double* sums) {
   const int64_t C = v.channels, I = v.inner;
   if (I > 1) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
-      double s = 0.0;
-      for (int64_t o = 0; o < v.outer; ++o) {
-        const float* p = t + (o * C + c) * I;
-        float r = 0.f;
+    std::vector<double> out;
+    reduce_rows(v.outer * C, C, 1, out, [&](int64_t row, double* acc) {
+      const float* p = t + row * I;
+      float r = 0.f;
 #pragma omp simd reduction(+ : r)
-        for (int64_t i = 0; i < I; ++i) r += p[i];
-        s += r;
-      }
-      sums[c] = s;
-    }
+      for (int64_t i = 0; i < I; ++i) r += p[i];
+      acc[row % C] += r;
+    });
+    for (int64_t c = 0; c < C; ++c) sums[c] = out[c];
     return;
   }
   std::vector<double> out;
-  reduce_rows(v, 1, out, [&](int64_t r, double* acc) {
+  reduce_rows(v.outer, C, 1, out, [&](int64_t r, double* acc) {
     const float* p = t + r * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) acc[c] += p[c];
@@ -168,29 +171,36 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
                             double* sum_g, double* sum_gxmu) {
   const int64_t C = v.channels, I = v.inner;
   if (I > 1) {
-#pragma omp parallel for schedule(static)
-    for (int64_t c = 0; c < C; ++c) {
+    std::vector<double> sums;
+    reduce_rows(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
+      const int64_t c = row % C, off = row * I;
       const float mc = mean[c];
-      double s1 = 0.0, s2 = 0.0;
-      for (int64_t o = 0; o < v.outer; ++o) {
-        const int64_t off = (o * C + c) * I;
-        float r1 = 0.f, r2 = 0.f;
+      float r1 = 0.f, r2 = 0.f;
+      if (relu) {
 #pragma omp simd reduction(+ : r1, r2)
         for (int64_t i = 0; i < I; ++i) {
-          const float g = masked(dy[off + i], relu ? y[off + i] : 1.f, relu);
+          const float g = y[off + i] > 0.f ? dy[off + i] : 0.f;
           r1 += g;
           r2 += g * (z[off + i] - mc);
         }
-        s1 += r1;
-        s2 += r2;
+      } else {
+#pragma omp simd reduction(+ : r1, r2)
+        for (int64_t i = 0; i < I; ++i) {
+          r1 += dy[off + i];
+          r2 += dy[off + i] * (z[off + i] - mc);
+        }
       }
-      sum_g[c] = s1;
-      sum_gxmu[c] = s2;
+      acc[c] += r1;
+      acc[C + c] += r2;
+    });
+    for (int64_t c = 0; c < C; ++c) {
+      sum_g[c] = sums[c];
+      sum_gxmu[c] = sums[C + c];
     }
     return;
   }
   std::vector<double> sums;
-  reduce_rows(v, 2, sums, [&](int64_t r, double* acc) {
+  reduce_rows(v.outer, C, 2, sums, [&](int64_t r, double* acc) {
     const int64_t off = r * C;
     double* a1 = acc;
     double* a2 = acc + C;
