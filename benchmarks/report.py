@@ -1,0 +1,45 @@
+"""Turns a pytest-benchmark JSON of benchmarks/ into a Markdown table.
+
+    python benchmarks/report.py bench.json > table.md
+
+Rows pair the stock, fused and (eval) bare-oneDNN-convolution timings of one
+layer, mode and layout; medians in ms, speedup = stock / fused."""
+import json
+import sys
+from collections import defaultdict
+
+
+def rows(data):
+    cases = defaultdict(dict)
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        key = (info["layer"], info["mode"], info["data_format"])
+        cases[key][info["impl"]] = (b["stats"]["median"] * 1e3, info.get("gflops"))
+        cases[key]["threads"] = info["threads"]
+    for (layer, mode, fmt), c in sorted(cases.items()):
+        if "stock" not in c or "fused" not in c:
+            continue
+        yield layer, mode, fmt, c
+
+
+def main(path):
+    with open(path) as f:
+        data = json.load(f)
+    machine = data.get("machine_info", {})
+    print("| layer | mode | layout | stock ms | fused ms | speedup | bare oneDNN conv ms "
+          "| fused GFLOP/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    threads = None
+    for layer, mode, fmt, c in rows(data):
+        threads = c["threads"]
+        s, f = c["stock"][0], c["fused"][0]
+        conv = "%.1f" % c["onednn_conv"][0] if "onednn_conv" in c else "-"
+        print("| %s | %s | %s | %.1f | %.1f | %.2fx | %s | %.0f |"
+              % (layer, mode, fmt, s, f, s / f, conv, c["fused"][1] or 0))
+    print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8, fp32, "
+          "medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),
+                        machine.get("cpu", {}).get("count", "?"), threads))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
