@@ -105,15 +105,16 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
         bias = _absent([1, 1], x.dtype)
     if residual is None:
         residual = _absent([1], x.dtype)
+    if paddle.in_dynamic_mode():
+        # The op updates the statistics in place. Hand it detached views that
+        # share their memory: autograd marks in-place outputs of an op with
+        # differentiable inputs as differentiable, and doing that to the
+        # layer's own buffers would make every later in-place update of those
+        # leaves an error (and race between threads running the same layer).
+        running_mean, running_var = running_mean.detach(), running_var.detach()
     outs = OPS[_OP](x, weight, bias, bn_weight, bn_bias, running_mean, running_var,
                     residual, strides, pads, dilations, int(groups), data_format,
                     act, bool(training), float(momentum), float(epsilon))
-    if paddle.in_dynamic_mode():
-        # The statistics are written in place; autograd marks in-place outputs
-        # of an op that has differentiable inputs as differentiable, which
-        # would make the next in-place update of these leaf buffers an error.
-        running_mean.stop_gradient = True
-        running_var.stop_gradient = True
     return outs[0]
 
 
