@@ -2,7 +2,8 @@
 
 Importing the package loads its compiled op library into Paddle."""
 from ._loader import BUILD_INFO, LIBRARY_PATH  # noqa: F401  (loads the ops)
-from . import nn, ops, reference  # noqa: F401
+from . import models, nn, ops, reference  # noqa: F401
+from .fusion import fuse, unfuse  # noqa: F401
 from .nn import ConvBNReLU  # noqa: F401
 from .ops import conv_bn_act  # noqa: F401
 from .runtime import (cache_info, clear_caches, get_cpu_conv_engine,  # noqa: F401

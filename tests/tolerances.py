@@ -11,6 +11,11 @@ Why the fp32 numbers are what they are:
   order differs between the engines; their rounding grows with the count.
 - stat: running statistics are reductions like the gradients, but of one
   pass only.
+- model: whole models (ResNet) compared layer-for-layer with stock; fp32
+  rounding compounds over ~50 layers and BatchNorms, most in training mode
+  where small late-stage feature maps make BN ill-conditioned. Gradients of
+  whole models are checked against a float64 oracle instead (see
+  tests/test_fusion.py).
 - cancel: quantities that are exactly zero in exact arithmetic and are only
   rounding noise in both engines, e.g. the conv-bias gradient in training
   (BN subtracts the channel mean, so sum(dz) = 0). Compared absolutely, at
@@ -24,6 +29,7 @@ TOLERANCES = {
         "grad": dict(rtol=1e-4, atol=1e-6),
         "stat": dict(rtol=2e-5, atol=1e-7),
         "cancel": dict(rtol=0.0, atol=1e-4),
+        "model": dict(rtol=1e-3, atol=1e-5),
     },
     # GPU only (the CPU engine is fp32). Half precision keeps ~3 decimal
     # digits; bf16 ~2; statistics are fp32 in both.

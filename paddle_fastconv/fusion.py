@@ -1,0 +1,213 @@
+"""`fuse(model)`: swap fused Conv+BN(+ReLU) computation into an existing model.
+
+Parameters are shared, not copied (an optimizer built before fusing keeps
+working), and the state-dict keys stay exactly those of the stock model: the
+fused layers register the stock layers' parameters under the stock names.
+
+What is fused:
+- `paddle.vision.models` ResNets: the stem (conv1, bn1, relu) and every
+  BasicBlock / BottleneckBlock (each Conv+BN(+ReLU), the downsample branch,
+  and the residual add + final ReLU riding on the last conv's op);
+- anywhere else, runs of `Conv2D -> BatchNorm2D [-> ReLU]` inside an
+  `nn.Sequential`.
+Unknown layers are left alone. `unfuse(model)` restores the stock layers.
+"""
+from paddle import nn
+
+
+from .nn import _conv_padding
+from .ops import conv_bn_act
+
+__all__ = ["fuse", "unfuse"]
+
+
+def _bn_ok(conv, bn):
+    return (isinstance(conv, nn.Conv2D) and isinstance(bn, nn.layer.norm._BatchNormBase)
+            and conv._padding_mode == "zeros" and bn._num_features == conv._out_channels
+            and bn._data_format == conv._data_format)
+
+
+def _apply(conv, bn, x, act, residual=None, training=True):
+    return conv_bn_act(x, conv.weight, bn.weight, bn.bias, bn._mean, bn._variance,
+                       bias=conv.bias, residual=residual, stride=conv._stride,
+                       padding=_conv_padding(conv), dilation=conv._dilation,
+                       groups=conv._groups, data_format=conv._data_format, act=act,
+                       training=training and not bn._use_global_stats,
+                       momentum=bn._momentum, epsilon=bn._epsilon)
+
+
+class _Absorbed(nn.Layer):
+    """Stands in the slot of a BatchNorm2D or ReLU whose work moved into the
+    preceding fused conv: identity in forward, the original's parameters and
+    buffers under their original names."""
+
+    def __init__(self, original):
+        super().__init__()
+        self.original_layer = [original]  # a list: not registered as a sublayer
+        for name, p in original.named_parameters(include_sublayers=False):
+            self.add_parameter(name, p)
+        for name, b in original.named_buffers(include_sublayers=False):
+            self.register_buffer(name, b)
+
+    def forward(self, x):
+        return x
+
+
+class _FusedConvSlot(nn.Layer):
+    """Stands in the slot of a Conv2D: computes act(BN(conv(x))) with the
+    conv's parameters (registered under its names) and the BN's (registered
+    in the BN's own slot)."""
+
+    def __init__(self, conv, bn, act):
+        super().__init__()
+        self.original_layer = [conv]
+        self._bn = [bn]
+        self.act = act
+        for name, p in conv.named_parameters(include_sublayers=False):
+            self.add_parameter(name, p)
+
+    def forward(self, x):
+        conv, bn = self.original_layer[0], self._bn[0]
+        return _apply(conv, bn, x, self.act, training=self.training)
+
+
+class FusedBottleneckBlock(nn.Layer):
+    """paddle.vision's BottleneckBlock on the fused op: the same sublayers
+    (conv1, bn1, ..., downsample) and so the same state-dict keys."""
+
+    expansion = 4
+
+    def __init__(self, block):
+        super().__init__()
+        self.original_layer = [block]
+        for name in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu"):
+            setattr(self, name, getattr(block, name))
+        self.downsample = block.downsample
+        self.stride = getattr(block, "stride", 1)
+
+    def _shortcut(self, x):
+        ds = self.downsample
+        if ds is None:
+            return x
+        if isinstance(ds, nn.Sequential) and len(ds) == 2 and _bn_ok(ds[0], ds[1]):
+            return _apply(ds[0], ds[1], x, "none", training=self.training)
+        return ds(x)
+
+    def forward(self, x):
+        t = self.training
+        out = _apply(self.conv1, self.bn1, x, "relu", training=t)
+        out = _apply(self.conv2, self.bn2, out, "relu", training=t)
+        return _apply(self.conv3, self.bn3, out, "relu", residual=self._shortcut(x),
+                      training=t)
+
+
+class FusedBasicBlock(FusedBottleneckBlock):
+    """paddle.vision's BasicBlock on the fused op (same keys)."""
+
+    expansion = 1
+
+    def __init__(self, block):
+        nn.Layer.__init__(self)
+        self.original_layer = [block]
+        for name in ("conv1", "bn1", "relu", "conv2", "bn2"):
+            setattr(self, name, getattr(block, name))
+        self.downsample = block.downsample
+        self.stride = getattr(block, "stride", 1)
+
+    def forward(self, x):
+        t = self.training
+        out = _apply(self.conv1, self.bn1, x, "relu", training=t)
+        return _apply(self.conv2, self.bn2, out, "relu", residual=self._shortcut(x),
+                      training=t)
+
+
+def _block_types():
+    from paddle.vision.models import resnet
+    return {resnet.BottleneckBlock: FusedBottleneckBlock, resnet.BasicBlock: FusedBasicBlock}
+
+
+def _fuse_children(layer, report, prefix):
+    blocks = _block_types()
+    children = list(layer.named_children())
+    # paddle.vision ResNet stem: conv1 -> bn1 -> relu as attributes.
+    from paddle.vision.models.resnet import ResNet
+    if isinstance(layer, ResNet) and _bn_ok(layer.conv1, layer.bn1) and \
+            not isinstance(layer.conv1, _FusedConvSlot):
+        conv, bn = layer.conv1, layer.bn1
+        layer.conv1 = _FusedConvSlot(conv, bn, "relu")
+        layer.bn1 = _Absorbed(bn)
+        layer.relu = _Absorbed(layer.relu)
+        report.append((prefix + "conv1", "Conv2D+BatchNorm2D+ReLU"))
+        children = [(n, c) for n, c in children if n not in ("conv1", "bn1", "relu")]
+    for name, child in children:
+        path = prefix + name
+        if type(child) in blocks:
+            setattr(layer, name, blocks[type(child)](child))
+            report.append((path, type(child).__name__))
+            continue
+        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock)):
+            continue
+        if isinstance(child, nn.Sequential):
+            _fuse_sequential(child, report, path + ".")
+        _fuse_children(child, report, path + ".")
+
+
+def _fuse_sequential(seq, report, prefix):
+    names = [n for n, _ in seq.named_children()]
+    i = 0
+    while i + 1 < len(names):
+        conv, bn = seq._sub_layers[names[i]], seq._sub_layers[names[i + 1]]
+        if _bn_ok(conv, bn):
+            has_relu = i + 2 < len(names) and type(seq._sub_layers[names[i + 2]]) is nn.ReLU
+            seq._sub_layers[names[i]] = _FusedConvSlot(conv, bn, "relu" if has_relu else "none")
+            seq._sub_layers[names[i + 1]] = _Absorbed(bn)
+            if has_relu:
+                seq._sub_layers[names[i + 2]] = _Absorbed(seq._sub_layers[names[i + 2]])
+            report.append((prefix + names[i], "Conv2D+BatchNorm2D" + ("+ReLU" if has_relu else "")))
+            i += 3 if has_relu else 2
+        else:
+            i += 1
+
+
+def fuse(model, inplace=True, return_report=False):
+    """Swaps fused layers into `model` (see the module docstring).
+
+    inplace=False fuses a deep copy instead (parameters are then copies too).
+    Returns the model, or (model, report) with return_report=True, where the
+    report lists (layer path, what was fused)."""
+    if not isinstance(model, nn.Layer):
+        raise TypeError("fuse: argument 'model' must be a paddle.nn.Layer, got %s"
+                        % type(model).__name__)
+    if not inplace:
+        import copy
+        model = copy.deepcopy(model)
+    report = []
+    blocks = _block_types()
+    if type(model) in blocks:
+        model = blocks[type(model)](model)
+        report.append(("", type(model.original_layer[0]).__name__))
+    else:
+        if isinstance(model, nn.Sequential):
+            _fuse_sequential(model, report, "")
+        _fuse_children(model, report, "")
+    return (model, report) if return_report else model
+
+
+def _unfuse_children(layer):
+    for name, child in list(layer.named_children()):
+        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock)):
+            original = child.original_layer[0]
+            layer._sub_layers[name] = original
+            child = original
+        _unfuse_children(child)
+
+
+def unfuse(model):
+    """Restores the stock layers that fuse() replaced (in place); returns the model."""
+    if isinstance(model, FusedBottleneckBlock):
+        return model.original_layer[0]
+    _unfuse_children(model)
+    return model
+
+
+

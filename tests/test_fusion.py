@@ -1,0 +1,142 @@
+"""fuse() / unfuse() and the ResNet builders, with the stock layers (and, for
+gradients of a deep model, a float64 run of the stock model) as the oracle."""
+import numpy as np
+import paddle
+import pytest
+from paddle import nn
+from paddle.vision.models import resnet18, resnet50
+
+import paddle_fastconv as pf
+from paddle_fastconv import models
+from tolerances import assert_close
+
+
+def _twin(ctor):
+    stock, fused = ctor(), ctor()
+    fused.set_state_dict(stock.state_dict())
+    return stock, fused
+
+
+def _err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.abs(a - b).max() / (np.abs(b).max() + 1e-30)
+
+
+@pytest.mark.parametrize("ctor", [resnet18, resnet50], ids=["resnet18", "resnet50"])
+def test_fuse_resnet_keeps_keys_and_outputs(ctor):
+    stock, fused = _twin(ctor)
+    keys = sorted(fused.state_dict())
+    fused, report = pf.fuse(fused, return_report=True)
+    assert sorted(fused.state_dict()) == keys
+    assert report[0] == ("conv1", "Conv2D+BatchNorm2D+ReLU") and len(report) > 4
+    x = paddle.randn([2, 3, 64, 64])
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="eval logits")
+    stock.train(), fused.train()
+    assert_close(fused(x), stock(x), "model", what="train logits")
+    for k, v in stock.state_dict().items():  # running statistics after a step
+        assert_close(fused.state_dict()[k], v, "model", what=k)
+
+
+def test_fused_resnet50_gradients_against_float64_oracle():
+    """Batch 2 at 64x64 leaves 8 values per channel in the last stage's BN,
+    which amplifies fp32 rounding (stock fp32 itself is ~20% off float64 in
+    the worst parameter gradient). The fused model must be as close to a
+    float64 run of the stock model as stock fp32 is: median and worst
+    relative error over all gradients within 2x of stock's."""
+    stock, fused = _twin(resnet50)
+    ref = resnet50()
+    ref.to(dtype="float64")
+    ref.set_state_dict({k: v.astype("float64") for k, v in stock.state_dict().items()})
+    pf.fuse(fused)
+    x = paddle.randn([2, 3, 64, 64])
+    grads = {}
+    for name, m, xx in (("stock", stock, x), ("fused", fused, x),
+                        ("ref", ref, x.astype("float64"))):
+        xx = xx.detach()
+        xx.stop_gradient = False
+        m(xx).sum().backward()
+        grads[name] = {k: p.grad.numpy() for k, p in m.named_parameters()
+                       if p.grad is not None}
+        grads[name]["x"] = xx.grad.numpy()
+    assert grads["fused"].keys() == grads["ref"].keys()
+    e_stock = np.array([_err(grads["stock"][k], g) for k, g in grads["ref"].items()])
+    e_fused = np.array([_err(grads["fused"][k], g) for k, g in grads["ref"].items()])
+    print("median/worst relative error: stock %.3g/%.3g fused %.3g/%.3g" % (
+        np.median(e_stock), e_stock.max(), np.median(e_fused), e_fused.max()))
+    # Per parameter the two fp32 errors differ at random; over the whole model
+    # the fused one must be of the stock one's size.
+    assert np.median(e_fused) <= 2 * np.median(e_stock) + 1e-5
+    assert e_fused.max() <= 2 * e_stock.max() + 1e-3
+
+
+def test_three_sgd_momentum_steps_match():
+    stock, fused = _twin(resnet18)
+    pf.fuse(fused)
+    # Small lr and 64x64 inputs: later steps would otherwise amplify the
+    # first step's rounding differences (BN over few values per channel).
+    o1 = paddle.optimizer.Momentum(0.001, momentum=0.9, parameters=stock.parameters())
+    o2 = paddle.optimizer.Momentum(0.001, momentum=0.9, parameters=fused.parameters())
+    rng = np.random.default_rng(0)
+    for step in range(3):
+        x = paddle.to_tensor(rng.normal(0, 1, [4, 3, 64, 64]).astype("float32"))
+        label = paddle.to_tensor(rng.integers(0, 1000, [4, 1]))
+        l1 = nn.functional.cross_entropy(stock(x), label)
+        l2 = nn.functional.cross_entropy(fused(x), label)
+        assert_close(l2, l1, "model", what="loss %d" % step)
+        l1.backward(), l2.backward()
+        o1.step(), o2.step(), o1.clear_grad(), o2.clear_grad()
+    for (k, a), (_, b) in zip(sorted(stock.state_dict().items()),
+                              sorted(fused.state_dict().items())):
+        assert_close(b, a, "model", what=k)
+
+
+def test_optimizer_built_before_fusing_keeps_working():
+    model = resnet18()
+    opt = paddle.optimizer.SGD(0.1, parameters=model.parameters())
+    w = model.conv1.weight
+    pf.fuse(model)
+    assert model.conv1.weight is w
+    before = w.numpy().copy()
+    model(paddle.randn([2, 3, 32, 32])).mean().backward()
+    opt.step()
+    assert not np.array_equal(before, w.numpy())
+
+
+def test_state_dict_round_trip_with_builders():
+    stock = resnet50(num_classes=10)
+    fused = models.resnet50(fused=True, num_classes=10)
+    fused.set_state_dict(stock.state_dict())
+    back = resnet50(num_classes=10)
+    back.set_state_dict(fused.state_dict())
+    for k, v in stock.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[k].numpy(), v.numpy())
+    assert type(models.resnet18(fused=False)) is paddle.vision.models.ResNet
+
+
+def test_sequential_runs_and_unfuse():
+    seq = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU(),
+                        nn.Conv2D(8, 8, 1), nn.BatchNorm2D(8),
+                        nn.Conv2D(8, 4, 3), nn.Sigmoid())
+    ref = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU(),
+                        nn.Conv2D(8, 8, 1), nn.BatchNorm2D(8),
+                        nn.Conv2D(8, 4, 3), nn.Sigmoid())
+    ref.set_state_dict(seq.state_dict())
+    keys = sorted(seq.state_dict())
+    seq, report = pf.fuse(seq, return_report=True)
+    assert [r[1] for r in report] == ["Conv2D+BatchNorm2D+ReLU", "Conv2D+BatchNorm2D"]
+    assert sorted(seq.state_dict()) == keys
+    x = paddle.randn([2, 3, 9, 9])
+    assert_close(seq(x), ref(x), "out")
+    pf.unfuse(seq)
+    assert type(seq[0]) is nn.Conv2D and type(seq[1]) is nn.BatchNorm2D
+    assert_close(seq(x), ref(x), "out", what="after unfuse")
+
+
+def test_fuse_rejects_non_layers_and_leaves_unknown_layers():
+    with pytest.raises(TypeError, match="'model'"):
+        pf.fuse("resnet")
+    lin = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    _, report = pf.fuse(lin, return_report=True)
+    assert report == [] and type(lin[0]) is nn.Linear
