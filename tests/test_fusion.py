@@ -140,3 +140,38 @@ def test_fuse_rejects_non_layers_and_leaves_unknown_layers():
     lin = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
     _, report = pf.fuse(lin, return_report=True)
     assert report == [] and type(lin[0]) is nn.Linear
+
+
+def test_fused_resnet_jit_save_and_inference(tmp_path):
+    import os
+    from paddle.static import InputSpec
+    model = models.resnet18(fused=True, num_classes=10)
+    x = paddle.randn([2, 3, 64, 64])
+    model(x)  # a training step moves the running statistics
+    model.eval()
+    with paddle.no_grad():
+        expected = model(x).numpy()
+    path = os.path.join(str(tmp_path), "resnet18_fused")
+    paddle.jit.save(model, path, input_spec=[InputSpec([None, 3, 64, 64], "float32")])
+    from paddle import inference
+    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
+    cfg = inference.Config(prog, path + ".pdiparams")
+    cfg.disable_gpu()
+    cfg.disable_glog_info()
+    pred = inference.create_predictor(cfg)
+    pred.get_input_handle(pred.get_input_names()[0]).copy_from_cpu(x.numpy())
+    pred.run()
+    out = pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+    assert_close(out, expected, "model", what="paddle.inference vs dygraph")
+
+
+def test_fused_resnet_to_static_training_step():
+    stock, fused = _twin(lambda: resnet18(num_classes=10))
+    pf.fuse(fused)
+    static = paddle.jit.to_static(fused, full_graph=True)
+    x = paddle.randn([2, 3, 64, 64])
+    l1 = stock(x).mean()
+    l2 = static(x).mean()
+    assert_close(l2, l1, "model", what="loss")
+    l1.backward(), l2.backward()
+    assert_close(fused.conv1.weight.grad, stock.conv1.weight.grad, "model", what="stem dW")
