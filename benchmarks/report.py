@@ -13,6 +13,8 @@ def rows(data):
     cases = defaultdict(dict)
     for b in data["benchmarks"]:
         info = b["extra_info"]
+        if "layer" not in info:  # whole models: see model_rows
+            continue
         key = (info["layer"], info["mode"], info["data_format"])
         cases[key][info["impl"]] = (b["stats"]["median"] * 1e3, info.get("gflops"))
         cases[key]["threads"] = info["threads"]
@@ -22,6 +24,15 @@ def rows(data):
         yield layer, mode, fmt, c
 
 
+def model_rows(data):
+    out = defaultdict(dict)
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        if "model" in info:
+            out[(info["model"], info["mode"])][info["impl"]] = info["images_per_s"]
+    return out
+
+
 def main(path):
     with open(path) as f:
         data = json.load(f)
@@ -29,13 +40,21 @@ def main(path):
     print("| layer | mode | layout | stock ms | fused ms | speedup | bare oneDNN conv ms "
           "| fused GFLOP/s |")
     print("|---|---|---|---|---|---|---|---|")
-    threads = None
+    threads = data["benchmarks"][0]["extra_info"].get("threads") if data["benchmarks"] else None
     for layer, mode, fmt, c in rows(data):
-        threads = c["threads"]
         s, f = c["stock"][0], c["fused"][0]
         conv = "%.1f" % c["onednn_conv"][0] if "onednn_conv" in c else "-"
         print("| %s | %s | %s | %.1f | %.1f | %.2fx | %s | %.0f |"
               % (layer, mode, fmt, s, f, s / f, conv, c["fused"][1] or 0))
+    models = model_rows(data)
+    if models:
+        print("\n| model | mode | stock img/s | fused img/s | speedup | paddle.inference+oneDNN img/s |")
+        print("|---|---|---|---|---|---|")
+        for (model, mode), c in sorted(models.items()):
+            inf = c.get("paddle_inference_onednn")
+            print("| %s | %s | %.2f | %.2f | %.2fx | %s |" % (
+                model, mode, c["stock"], c["fused"], c["fused"] / c["stock"],
+                "%.2f" % inf if inf else "-"))
     print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8, fp32, "
           "medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),
                         machine.get("cpu", {}).get("count", "?"), threads))

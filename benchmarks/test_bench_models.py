@@ -1,0 +1,100 @@
+"""Whole ResNet-50 at 224x224, batch 8: stock dygraph, fused dygraph
+(paddle_fastconv.fuse) and, for eval, paddle.inference with oneDNN on the
+exported stock model -- the deployment engine a user would compare with.
+Outputs are checked to agree before timing.
+
+    pytest benchmarks/test_bench_models.py --benchmark-json=models.json
+"""
+import os
+import tempfile
+
+import numpy as np
+import paddle
+import pytest
+from paddle.static import InputSpec
+from paddle.vision.models import resnet50
+
+import paddle_fastconv as pf
+
+from conftest import THREADS
+
+BATCH, SIZE = 8, 224
+RESNET50_GFLOP = 4.1 * 2  # ~4.1 GMACs per 224x224 image, forward
+
+
+@pytest.fixture(scope="module")
+def models():
+    paddle.seed(0)
+    stock = resnet50()
+    fused = resnet50()
+    fused.set_state_dict(stock.state_dict())
+    pf.fuse(fused)
+    x = paddle.randn([BATCH, 3, SIZE, SIZE])
+    return stock, fused, x
+
+
+def _predictor(stock, x):
+    stock.eval()
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "resnet50")
+    paddle.jit.save(stock, path, input_spec=[InputSpec([None, 3, SIZE, SIZE], "float32")])
+    from paddle import inference
+    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
+    cfg = inference.Config(prog, path + ".pdiparams")
+    cfg.disable_gpu()
+    cfg.enable_onednn()
+    cfg.set_cpu_math_library_num_threads(THREADS)
+    cfg.disable_glog_info()
+    pred = inference.create_predictor(cfg)
+    h = pred.get_input_handle(pred.get_input_names()[0])
+    out = pred.get_output_handle(pred.get_output_names()[0])
+
+    def run():
+        h.copy_from_cpu(x.numpy())
+        pred.run()
+        return out.copy_to_cpu()
+    return run
+
+
+@pytest.mark.parametrize("impl", ["stock", "fused", "paddle_inference_onednn"])
+def test_resnet50_eval(benchmark, bench_info, models, impl):
+    stock, fused, x = models
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        ref = stock(x).numpy()
+        if impl == "paddle_inference_onednn":
+            fn = _predictor(stock, x)
+            got = fn()
+        else:
+            m = stock if impl == "stock" else fused
+            fn = lambda: m(x)  # noqa: E731
+            got = fn().numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    bench_info.update(model="resnet50", mode="eval", impl=impl, batch=BATCH, image=SIZE)
+    with paddle.no_grad():
+        benchmark.pedantic(fn, rounds=3, warmup_rounds=1, iterations=1)
+    med = benchmark.stats.stats.median
+    bench_info["images_per_s"] = BATCH / med
+    bench_info["gflops"] = RESNET50_GFLOP * BATCH / med
+
+
+@pytest.mark.parametrize("impl", ["stock", "fused"])
+def test_resnet50_train_step(benchmark, bench_info, models, impl):
+    """Forward, backward and an SGD-momentum step."""
+    stock, fused, x = models
+    m = stock if impl == "stock" else fused
+    m.train()
+    opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
+    label = paddle.randint(0, 1000, [BATCH, 1])
+
+    def step():
+        loss = paddle.nn.functional.cross_entropy(m(x), label)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+
+    bench_info.update(model="resnet50", mode="train", impl=impl, batch=BATCH, image=SIZE)
+    benchmark.pedantic(step, rounds=2, warmup_rounds=1, iterations=1)
+    med = benchmark.stats.stats.median
+    bench_info["images_per_s"] = BATCH / med
+    bench_info["gflops"] = 3 * RESNET50_GFLOP * BATCH / med
