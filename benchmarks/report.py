@@ -48,12 +48,15 @@ def main(path):
               % (layer, mode, fmt, s, f, s / f, conv, c["fused"][1] or 0))
     models = model_rows(data)
     if models:
-        print("\n| model | mode | stock img/s | fused img/s | speedup | paddle.inference+oneDNN img/s |")
+        print("\n| model | mode | stock img/s | fused img/s (speedup) | fused channels_last "
+              "img/s (speedup) | paddle.inference+oneDNN img/s |")
         print("|---|---|---|---|---|---|")
         for (model, mode), c in sorted(models.items()):
             inf = c.get("paddle_inference_onednn")
-            print("| %s | %s | %.2f | %.2f | %.2fx | %s |" % (
+            cl = c.get("fused_channels_last")
+            print("| %s | %s | %.2f | %.2f (%.2fx) | %s | %s |" % (
                 model, mode, c["stock"], c["fused"], c["fused"] / c["stock"],
+                "%.2f (%.2fx)" % (cl, cl / c["stock"]) if cl else "-",
                 "%.2f" % inf if inf else "-"))
     print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8, fp32, "
           "medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),

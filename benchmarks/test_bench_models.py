@@ -29,8 +29,11 @@ def models():
     fused = resnet50()
     fused.set_state_dict(stock.state_dict())
     pf.fuse(fused)
+    fused_nhwc = resnet50()
+    fused_nhwc.set_state_dict(stock.state_dict())
+    pf.fuse(fused_nhwc, channels_last=True)
     x = paddle.randn([BATCH, 3, SIZE, SIZE])
-    return stock, fused, x
+    return stock, {"fused": fused, "fused_channels_last": fused_nhwc}, x
 
 
 def _predictor(stock, x):
@@ -56,17 +59,20 @@ def _predictor(stock, x):
     return run
 
 
-@pytest.mark.parametrize("impl", ["stock", "fused", "paddle_inference_onednn"])
+@pytest.mark.parametrize("impl", ["stock", "fused", "fused_channels_last",
+                                  "paddle_inference_onednn"])
 def test_resnet50_eval(benchmark, bench_info, models, impl):
-    stock, fused, x = models
-    stock.eval(), fused.eval()
+    stock, fused_models, x = models
+    stock.eval()
+    for m in fused_models.values():
+        m.eval()
     with paddle.no_grad():
         ref = stock(x).numpy()
         if impl == "paddle_inference_onednn":
             fn = _predictor(stock, x)
             got = fn()
         else:
-            m = stock if impl == "stock" else fused
+            m = stock if impl == "stock" else fused_models[impl]
             fn = lambda: m(x)  # noqa: E731
             got = fn().numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
@@ -78,11 +84,11 @@ def test_resnet50_eval(benchmark, bench_info, models, impl):
     bench_info["gflops"] = RESNET50_GFLOP * BATCH / med
 
 
-@pytest.mark.parametrize("impl", ["stock", "fused"])
+@pytest.mark.parametrize("impl", ["stock", "fused", "fused_channels_last"])
 def test_resnet50_train_step(benchmark, bench_info, models, impl):
     """Forward, backward and an SGD-momentum step."""
-    stock, fused, x = models
-    m = stock if impl == "stock" else fused
+    stock, fused_models, x = models
+    m = stock if impl == "stock" else fused_models[impl]
     m.train()
     opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
     label = paddle.randint(0, 1000, [BATCH, 1])

@@ -27,11 +27,16 @@ def _bn_ok(conv, bn):
             and bn._data_format == conv._data_format)
 
 
-def _apply(conv, bn, x, act, residual=None, training=True):
+def _apply(conv, bn, x, act, residual=None, training=True, data_format=None):
+    """The fused op with the stock layers' parameters. `data_format` overrides
+    the layers' own layout (fuse(..., channels_last=True) runs NCHW-built
+    layers on NHWC activations: Paddle's filters are [O, C/g, KH, KW] for
+    either layout)."""
     return conv_bn_act(x, conv.weight, bn.weight, bn.bias, bn._mean, bn._variance,
                        bias=conv.bias, residual=residual, stride=conv._stride,
                        padding=_conv_padding(conv), dilation=conv._dilation,
-                       groups=conv._groups, data_format=conv._data_format, act=act,
+                       groups=conv._groups, data_format=data_format or conv._data_format,
+                       act=act,
                        training=training and not bn._use_global_stats,
                        momentum=bn._momentum, epsilon=bn._epsilon)
 
@@ -58,17 +63,22 @@ class _FusedConvSlot(nn.Layer):
     conv's parameters (registered under its names) and the BN's (registered
     in the BN's own slot)."""
 
-    def __init__(self, conv, bn, act):
+    def __init__(self, conv, bn, act, data_format=None, nchw_input=False):
         super().__init__()
         self.original_layer = [conv]
         self._bn = [bn]
         self.act = act
+        self.data_format = data_format
+        self.nchw_input = nchw_input  # transpose an NCHW input to NHWC first
         for name, p in conv.named_parameters(include_sublayers=False):
             self.add_parameter(name, p)
 
     def forward(self, x):
         conv, bn = self.original_layer[0], self._bn[0]
-        return _apply(conv, bn, x, self.act, training=self.training)
+        if self.nchw_input:
+            x = x.transpose([0, 2, 3, 1])
+        return _apply(conv, bn, x, self.act, training=self.training,
+                      data_format=self.data_format)
 
 
 class FusedBottleneckBlock(nn.Layer):
@@ -77,9 +87,10 @@ class FusedBottleneckBlock(nn.Layer):
 
     expansion = 4
 
-    def __init__(self, block):
+    def __init__(self, block, data_format=None):
         super().__init__()
         self.original_layer = [block]
+        self.data_format = data_format
         for name in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu"):
             setattr(self, name, getattr(block, name))
         self.downsample = block.downsample
@@ -90,15 +101,19 @@ class FusedBottleneckBlock(nn.Layer):
         if ds is None:
             return x
         if isinstance(ds, nn.Sequential) and len(ds) == 2 and _bn_ok(ds[0], ds[1]):
-            return _apply(ds[0], ds[1], x, "none", training=self.training)
+            return _apply(ds[0], ds[1], x, "none", training=self.training,
+                          data_format=self.data_format)
+        if self.data_format:
+            raise ValueError("fuse: channels_last needs a Conv2D+BatchNorm2D downsample, "
+                             "got %s" % type(ds).__name__)
         return ds(x)
 
     def forward(self, x):
-        t = self.training
-        out = _apply(self.conv1, self.bn1, x, "relu", training=t)
-        out = _apply(self.conv2, self.bn2, out, "relu", training=t)
+        t, f = self.training, self.data_format
+        out = _apply(self.conv1, self.bn1, x, "relu", training=t, data_format=f)
+        out = _apply(self.conv2, self.bn2, out, "relu", training=t, data_format=f)
         return _apply(self.conv3, self.bn3, out, "relu", residual=self._shortcut(x),
-                      training=t)
+                      training=t, data_format=f)
 
 
 class FusedBasicBlock(FusedBottleneckBlock):
@@ -106,19 +121,20 @@ class FusedBasicBlock(FusedBottleneckBlock):
 
     expansion = 1
 
-    def __init__(self, block):
+    def __init__(self, block, data_format=None):
         nn.Layer.__init__(self)
         self.original_layer = [block]
+        self.data_format = data_format
         for name in ("conv1", "bn1", "relu", "conv2", "bn2"):
             setattr(self, name, getattr(block, name))
         self.downsample = block.downsample
         self.stride = getattr(block, "stride", 1)
 
     def forward(self, x):
-        t = self.training
-        out = _apply(self.conv1, self.bn1, x, "relu", training=t)
+        t, f = self.training, self.data_format
+        out = _apply(self.conv1, self.bn1, x, "relu", training=t, data_format=f)
         return _apply(self.conv2, self.bn2, out, "relu", residual=self._shortcut(x),
-                      training=t)
+                      training=t, data_format=f)
 
 
 def _block_types():
@@ -126,30 +142,58 @@ def _block_types():
     return {resnet.BottleneckBlock: FusedBottleneckBlock, resnet.BasicBlock: FusedBasicBlock}
 
 
-def _fuse_children(layer, report, prefix):
+def _fuse_resnet_stem(layer, report, prefix, data_format):
+    conv, bn = layer.conv1, layer.bn1
+    layer.conv1 = _FusedConvSlot(conv, bn, "relu", data_format=data_format,
+                                 nchw_input=data_format == "NHWC")
+    layer.bn1 = _Absorbed(bn)
+    layer.relu = _Absorbed(layer.relu)
+    report.append((prefix + "conv1", "Conv2D+BatchNorm2D+ReLU"))
+    if data_format == "NHWC":
+        # The rest of the network runs on NHWC activations; the pools follow.
+        mp = layer.maxpool
+        layer.maxpool = _Swapped(mp, nn.MaxPool2D(mp.ksize, mp.stride, mp.padding,
+                                                  ceil_mode=mp.ceil_mode,
+                                                  data_format="NHWC"))
+        ap = layer.avgpool
+        layer.avgpool = _Swapped(ap, nn.AdaptiveAvgPool2D(ap._output_size,
+                                                          data_format="NHWC"))
+        report.append((prefix + "maxpool/avgpool", "NHWC"))
+
+
+class _Swapped(nn.Layer):
+    """A parameterless stock layer replaced by another (kept for unfuse)."""
+
+    def __init__(self, original, replacement):
+        super().__init__()
+        self.original_layer = [original]
+        self.replacement = [replacement]
+
+    def forward(self, x):
+        return self.replacement[0](x)
+
+
+def _fuse_children(layer, report, prefix, data_format=None):
     blocks = _block_types()
     children = list(layer.named_children())
     # paddle.vision ResNet stem: conv1 -> bn1 -> relu as attributes.
     from paddle.vision.models.resnet import ResNet
     if isinstance(layer, ResNet) and _bn_ok(layer.conv1, layer.bn1) and \
             not isinstance(layer.conv1, _FusedConvSlot):
-        conv, bn = layer.conv1, layer.bn1
-        layer.conv1 = _FusedConvSlot(conv, bn, "relu")
-        layer.bn1 = _Absorbed(bn)
-        layer.relu = _Absorbed(layer.relu)
-        report.append((prefix + "conv1", "Conv2D+BatchNorm2D+ReLU"))
-        children = [(n, c) for n, c in children if n not in ("conv1", "bn1", "relu")]
+        _fuse_resnet_stem(layer, report, prefix, data_format)
+        children = [(n, c) for n, c in children
+                    if n not in ("conv1", "bn1", "relu", "maxpool", "avgpool")]
     for name, child in children:
         path = prefix + name
         if type(child) in blocks:
-            setattr(layer, name, blocks[type(child)](child))
+            setattr(layer, name, blocks[type(child)](child, data_format))
             report.append((path, type(child).__name__))
             continue
-        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock)):
+        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock, _Swapped)):
             continue
         if isinstance(child, nn.Sequential):
             _fuse_sequential(child, report, path + ".")
-        _fuse_children(child, report, path + ".")
+        _fuse_children(child, report, path + ".", data_format)
 
 
 def _fuse_sequential(seq, report, prefix):
@@ -169,15 +213,27 @@ def _fuse_sequential(seq, report, prefix):
             i += 1
 
 
-def fuse(model, inplace=True, return_report=False):
+def fuse(model, inplace=True, return_report=False, channels_last=False):
     """Swaps fused layers into `model` (see the module docstring).
 
     inplace=False fuses a deep copy instead (parameters are then copies too).
+    channels_last=True (paddle.vision ResNets with with_pool=True only) runs
+    the network on NHWC activations internally -- the input is transposed
+    once at the stem, the pools switch layout, inputs and logits are
+    unchanged -- which lets every convolution run without layout reorders.
     Returns the model, or (model, report) with return_report=True, where the
     report lists (layer path, what was fused)."""
     if not isinstance(model, nn.Layer):
         raise TypeError("fuse: argument 'model' must be a paddle.nn.Layer, got %s"
                         % type(model).__name__)
+    data_format = None
+    if channels_last:
+        from paddle.vision.models.resnet import ResNet
+        if not isinstance(model, ResNet) or not model.with_pool:
+            raise ValueError("fuse: channels_last=True supports paddle.vision ResNets "
+                             "built with with_pool=True (their output stays unchanged), "
+                             "got %s" % type(model).__name__)
+        data_format = "NHWC"
     if not inplace:
         import copy
         model = copy.deepcopy(model)
@@ -189,13 +245,13 @@ def fuse(model, inplace=True, return_report=False):
     else:
         if isinstance(model, nn.Sequential):
             _fuse_sequential(model, report, "")
-        _fuse_children(model, report, "")
+        _fuse_children(model, report, "", data_format)
     return (model, report) if return_report else model
 
 
 def _unfuse_children(layer):
     for name, child in list(layer.named_children()):
-        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock)):
+        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock, _Swapped)):
             original = child.original_layer[0]
             layer._sub_layers[name] = original
             child = original

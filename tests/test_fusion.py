@@ -39,7 +39,8 @@ def test_fuse_resnet_keeps_keys_and_outputs(ctor):
         assert_close(fused.state_dict()[k], v, "model", what=k)
 
 
-def test_fused_resnet50_gradients_against_float64_oracle():
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_fused_resnet50_gradients_against_float64_oracle(channels_last):
     """Batch 2 at 64x64 leaves 8 values per channel in the last stage's BN,
     which amplifies fp32 rounding (stock fp32 itself is ~20% off float64 in
     the worst parameter gradient). The fused model must be as close to a
@@ -49,7 +50,7 @@ def test_fused_resnet50_gradients_against_float64_oracle():
     ref = resnet50()
     ref.to(dtype="float64")
     ref.set_state_dict({k: v.astype("float64") for k, v in stock.state_dict().items()})
-    pf.fuse(fused)
+    pf.fuse(fused, channels_last=channels_last)
     x = paddle.randn([2, 3, 64, 64])
     grads = {}
     for name, m, xx in (("stock", stock, x), ("fused", fused, x),
@@ -175,3 +176,26 @@ def test_fused_resnet_to_static_training_step():
     assert_close(l2, l1, "model", what="loss")
     l1.backward(), l2.backward()
     assert_close(fused.conv1.weight.grad, stock.conv1.weight.grad, "model", what="stem dW")
+
+
+@pytest.mark.parametrize("ctor", [resnet18, resnet50], ids=["resnet18", "resnet50"])
+def test_fuse_channels_last_resnet(ctor):
+    stock, fused = _twin(ctor)
+    keys = sorted(fused.state_dict())
+    pf.fuse(fused, channels_last=True)
+    assert sorted(fused.state_dict()) == keys
+    x = paddle.randn([2, 3, 64, 64])
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="eval logits")
+    stock.train(), fused.train()
+    xs, xf = x.detach(), x.detach()
+    xs.stop_gradient = xf.stop_gradient = False
+    ys, yf = stock(xs), fused(xf)
+    assert_close(yf, ys, "model", what="train logits")
+    for k, v in stock.state_dict().items():
+        assert_close(fused.state_dict()[k], v, "model", what=k)
+    pf.unfuse(fused)
+    assert type(fused.maxpool) is nn.MaxPool2D and fused.maxpool.data_format == "NCHW"
+    with pytest.raises(ValueError, match="channels_last"):
+        pf.fuse(nn.Sequential(nn.Conv2D(3, 4, 3), nn.BatchNorm2D(4)), channels_last=True)
