@@ -10,11 +10,16 @@ def _parser():
                                 description="paddle_fastconv: fused Conv+BN+ReLU for Paddle.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="what this build contains (engines, archs, library, threads)")
-    b = sub.add_parser("bench", help="stock vs fused timing of Conv+BN+ReLU layers on this machine "
-                                     "(outputs are checked equal before timing)")
+    b = sub.add_parser("bench", help="stock vs fused timing of Conv+BN+ReLU layers and of "
+                                     "whole models on this machine (outputs are checked "
+                                     "equal before timing)")
     b.add_argument("--layers", default="default",
-                   help="comma-separated layer names, 'default' (%s) or 'all'"
+                   help="comma-separated layer names, 'default' (%s), 'all' or 'none'"
                    % ",".join(["conv3x3_64x64_56", "conv1x1_64x256_56"]))
+    b.add_argument("--model", default="resnet50", choices=["resnet50", "none"],
+                   help="whole model at --image-size: stock, fused (NCHW and channels_last) "
+                        "and paddle.inference with oneDNN (default resnet50)")
+    b.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     b.add_argument("--mode", choices=["eval", "train", "both"], default="both",
                    help="eval (no_grad forward) or train (forward+backward); default both")
     b.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
@@ -53,12 +58,17 @@ def main(argv=None):
     paddle_fastconv.set_num_threads(args.threads)
     core.set_num_threads(args.threads)  # Paddle's own CPU kernels (MKL/OpenMP)
     layers = (bench.DEFAULT_LAYERS if args.layers == "default" else
-              list(bench.LAYERS) if args.layers == "all" else args.layers.split(","))
+              list(bench.LAYERS) if args.layers == "all" else
+              [] if args.layers == "none" else args.layers.split(","))
     unknown = [n for n in layers if n not in bench.LAYERS]
     if unknown:
         raise SystemExit("bench: unknown layer(s) %s; choose from %s" % (unknown, list(bench.LAYERS)))
     modes = ["eval", "train"] if args.mode == "both" else [args.mode]
-    bench.run(layers, args.batch, modes, args.data_format, args.repeat, args.json)
+    if args.image_size < 32:
+        raise SystemExit("bench: --image-size must be >= 32")
+    models = [] if args.model == "none" else [args.model]
+    bench.run(layers, args.batch, modes, args.data_format, args.repeat, args.json,
+              models=models, image_size=args.image_size)
 
 
 if __name__ == "__main__":

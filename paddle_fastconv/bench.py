@@ -116,19 +116,32 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdout):
-    rows = []
-    total = len(layers) * len(modes)
-    for i, name in enumerate(layers):
-        for j, mode in enumerate(modes):
-            n = i * len(modes) + j + 1
-            out.write("[%d/%d] %s %s ...\n" % (n, total, name, mode))
-            out.flush()
+def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdout,
+        models=(), image_size=224, model_repeat=3):
+    from . import bench_models
+    rows, model_rows = [], []
+    jobs = [("layer", n, m) for n in layers for m in modes] + \
+        [("model", n, m) for n in models for m in modes]
+    for k, (kind, name, mode) in enumerate(jobs):
+        out.write("[%d/%d] %s %s ...\n" % (k + 1, len(jobs), name, mode))
+        out.flush()
+        if kind == "layer":
             rows.append(bench_layer(name, batch, data_format, mode, repeat))
-    out.write("\n" + format_table(rows) + "\n")
-    out.write("batch %d, %s, %d threads, fp32, median of %d runs\n"
-              % (batch, data_format, runtime.get_num_threads(), repeat))
+        else:
+            model_rows.append(bench_models.bench_model(
+                name, batch, image_size, mode, model_repeat, runtime.get_num_threads()))
+    threads = runtime.get_num_threads()
+    if rows:
+        out.write("\n" + format_table(rows) + "\n")
+        out.write("layers: batch %d, %s, %d threads, fp32, median of %d runs\n"
+                  % (batch, data_format, threads, repeat))
+    if model_rows:
+        out.write("\n" + bench_models.format_table(model_rows) + "\n")
+        out.write("models: batch %d, %dx%d, %d threads, fp32, median of %d runs; "
+                  "paddle.inference runs the exported stock model with oneDNN\n"
+                  % (batch, image_size, image_size, threads, model_repeat))
     if json_path:
         with open(json_path, "w") as f:
-            json.dump({"rows": rows, "paddle": paddle.__version__}, f, indent=2)
-    return rows
+            json.dump({"rows": rows, "models": model_rows, "threads": threads,
+                       "paddle": paddle.__version__}, f, indent=2)
+    return rows, model_rows
