@@ -1,0 +1,45 @@
+"""The command line: info, bench (a tiny run) and argument errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(args, cwd, env_threads="1"):
+    import os
+
+    import paddle_fastconv
+    # The subprocess imports the same paddle_fastconv as this process.
+    root = os.path.dirname(os.path.dirname(paddle_fastconv.__file__))
+    env = dict(os.environ, OMP_NUM_THREADS=env_threads,
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    return subprocess.run([sys.executable] + safe + ["-m", "paddle_fastconv"] + args,
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_info(tmp_path):
+    p = _run(["info"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "cpu_engine" in p.stdout and "library" in p.stdout
+
+
+def test_bench_tiny_layer_run_writes_json(tmp_path):
+    out = tmp_path / "b.json"
+    p = _run(["bench", "--layers", "conv3x3_64x64_56", "--model", "none", "--batch", "1",
+              "--repeat", "1", "--mode", "eval", "--threads", "1", "--json", str(out)],
+             tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "| conv3x3_64x64_56 | eval |" in p.stdout
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["max_rel_err"] < 1e-4 and rows[0]["threads"] == 1
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["bench", "--layers", "nope", "--model", "none"], "unknown layer"),
+    (["bench", "--threads", "0"], "must be >= 1"),
+])
+def test_bench_argument_errors(tmp_path, args, msg):
+    p = _run(args, tmp_path)
+    assert p.returncode != 0 and msg in (p.stderr + p.stdout)
