@@ -5,16 +5,13 @@ Outputs are checked to agree before timing.
 
     pytest benchmarks/test_bench_models.py --benchmark-json=models.json
 """
-import os
-import tempfile
-
 import numpy as np
 import paddle
 import pytest
-from paddle.static import InputSpec
 from paddle.vision.models import resnet50
 
 import paddle_fastconv as pf
+from paddle_fastconv.bench_models import inference_runner
 
 from conftest import THREADS
 
@@ -36,29 +33,6 @@ def models():
     return stock, {"fused": fused, "fused_channels_last": fused_nhwc}, x
 
 
-def _predictor(stock, x):
-    stock.eval()
-    d = tempfile.mkdtemp()
-    path = os.path.join(d, "resnet50")
-    paddle.jit.save(stock, path, input_spec=[InputSpec([None, 3, SIZE, SIZE], "float32")])
-    from paddle import inference
-    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
-    cfg = inference.Config(prog, path + ".pdiparams")
-    cfg.disable_gpu()
-    cfg.enable_onednn()
-    cfg.set_cpu_math_library_num_threads(THREADS)
-    cfg.disable_glog_info()
-    pred = inference.create_predictor(cfg)
-    h = pred.get_input_handle(pred.get_input_names()[0])
-    out = pred.get_output_handle(pred.get_output_names()[0])
-
-    def run():
-        h.copy_from_cpu(x.numpy())
-        pred.run()
-        return out.copy_to_cpu()
-    return run
-
-
 @pytest.mark.parametrize("impl", ["stock", "fused", "fused_channels_last",
                                   "paddle_inference_onednn"])
 def test_resnet50_eval(benchmark, bench_info, models, impl):
@@ -69,7 +43,7 @@ def test_resnet50_eval(benchmark, bench_info, models, impl):
     with paddle.no_grad():
         ref = stock(x).numpy()
         if impl == "paddle_inference_onednn":
-            fn = _predictor(stock, x)
+            fn = inference_runner(stock, x, SIZE, THREADS)
             got = fn()
         else:
             m = stock if impl == "stock" else fused_models[impl]

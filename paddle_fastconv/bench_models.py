@@ -27,7 +27,8 @@ def _median_s(fn, repeat, warmup=1):
     return statistics.median(ts)
 
 
-def _inference(model, x, size, threads):
+def inference_runner(model, x, size, threads):
+    """A function running `model` exported to paddle.inference (oneDNN on) on x."""
     from paddle import inference
     path = os.path.join(tempfile.mkdtemp(), "model")
     paddle.jit.save(model, path, input_spec=[InputSpec([None, 3, size, size], "float32")])
@@ -68,7 +69,7 @@ def bench_model(name, batch, size, mode, repeat, threads):
             ref = stock(x).numpy()
             fns = {"stock": lambda: stock(x)}
             fns.update({k: (lambda m=m: m(x)) for k, m in variants.items()})
-            fns["paddle_inference"] = _inference(stock, x, size, threads)
+            fns["paddle_inference"] = inference_runner(stock, x, size, threads)
             for k, fn in fns.items():
                 got = fn()
                 got = got if isinstance(got, np.ndarray) else got.numpy()
