@@ -51,3 +51,10 @@ def leaf(array, stop_gradient=False):
 def input_shape(n, c, hw, data_format):
     h, w = hw
     return [n, c, h, w] if data_format == "NCHW" else [n, h, w, c]
+
+
+# Paddle 2.x's legacy static graph fails while appending this package's
+# custom-op backward (a vector range check inside Paddle); Paddle 3 (PIR) works.
+LEGACY_STATIC = int(paddle.__version__.split(".")[0]) < 3 and paddle.__version__ != "0.0.0"
+LEGACY_STATIC_REASON = ("Paddle 2.x's legacy static graph fails while appending this custom "
+                        "op's backward (vector range check); Paddle 3 (PIR) works")

@@ -8,6 +8,7 @@ from paddle.vision.models import resnet18, resnet50
 
 import paddle_fastconv as pf
 from paddle_fastconv import models
+from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON
 from tolerances import assert_close
 
 
@@ -166,6 +167,7 @@ def test_fused_resnet_jit_save_and_inference(tmp_path):
     assert_close(out, expected, "model", what="paddle.inference vs dygraph")
 
 
+@pytest.mark.xfail(LEGACY_STATIC, strict=True, raises=IndexError, reason=LEGACY_STATIC_REASON)
 def test_fused_resnet_to_static_training_step():
     stock, fused = _twin(lambda: resnet18(num_classes=10))
     pf.fuse(fused)

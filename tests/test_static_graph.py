@@ -9,15 +9,11 @@ import pytest
 from paddle.static import InputSpec
 
 import paddle_fastconv as pf
+from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON
 from tolerances import assert_close
 
 
-LEGACY_STATIC = int(paddle.__version__.split(".")[0]) < 3 and paddle.__version__ != "0.0.0"
-
-
-@pytest.mark.xfail(LEGACY_STATIC, strict=True, raises=IndexError,
-                   reason="Paddle 2.x's legacy static graph fails while appending this "
-                          "custom op's backward (vector range check); Paddle 3 (PIR) works")
+@pytest.mark.xfail(LEGACY_STATIC, strict=True, raises=IndexError, reason=LEGACY_STATIC_REASON)
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("with_res", [False, True])
 def test_to_static_training_matches_dygraph(fmt, with_res):
