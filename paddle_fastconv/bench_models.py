@@ -2,29 +2,26 @@
 fused (pf.fuse, NCHW and channels_last) and, for eval, paddle.inference with
 oneDNN on the exported stock model. Outputs are checked to agree first."""
 import os
-import statistics
 import tempfile
-import time
 
 import numpy as np
 import paddle
 from paddle.static import InputSpec
 
+from .bench import _median_ms
 from .fusion import fuse
 
 MODELS = ("resnet50",)
 GMACS = {"resnet50": 4.1}  # per 224x224 image, forward
 
 
-def _median_s(fn, repeat, warmup=1):
-    for _ in range(warmup):
-        fn()
-    ts = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+def _gmacs(name, size):
+    # Convolution work scales with the image area.
+    return GMACS[name] * (size / 224.0) ** 2
+
+
+def _median_s(fn, repeat):
+    return _median_ms(fn, repeat, warmup=1) / 1e3
 
 
 def inference_runner(model, x, size, threads):
@@ -79,7 +76,8 @@ def bench_model(name, batch, size, mode, repeat, threads):
                                        "%.3g)" % (name, k, err))
             for k, fn in fns.items():
                 row[k] = batch / _median_s(fn, repeat)
-        row["fused_gflops"] = 2 * GMACS[name] * row["fused_channels_last"]
+        row["fused_gflops"] = 2 * _gmacs(name, size) * max(row["fused"],
+                                                          row["fused_channels_last"])
     else:
         label = paddle.randint(0, 1000, [batch, 1])
         for k, m in [("stock", stock)] + list(variants.items()):
@@ -91,7 +89,8 @@ def bench_model(name, batch, size, mode, repeat, threads):
                 opt.step()
                 opt.clear_grad()
             row[k] = batch / _median_s(step, repeat)
-        row["fused_gflops"] = 6 * GMACS[name] * row["fused_channels_last"]
+        row["fused_gflops"] = 6 * _gmacs(name, size) * max(row["fused"],
+                                                          row["fused_channels_last"])
     return row
 
 
