@@ -5,7 +5,7 @@ from paddle import nn
 from . import _args
 from .ops import conv_bn_act
 
-__all__ = ["ConvBNReLU"]
+__all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock"]
 
 
 def _conv_padding(conv):
@@ -101,3 +101,30 @@ class ConvBNReLU(nn.Layer):
 
     def extra_repr(self):
         return "act=%s, data_format=%s" % (self.act, self.conv._data_format)
+
+
+def _vision_resnet():
+    from paddle.vision.models import resnet
+    return resnet
+
+
+def BottleneckBlock(inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+                    dilation=1, norm_layer=None):
+    """paddle.vision.models.resnet.BottleneckBlock on the fused op: the same
+    constructor arguments, sublayers and state-dict keys (conv1, bn1, ...,
+    downsample); each Conv+BN(+ReLU) is one fused op and the residual add and
+    final ReLU ride on the last one."""
+    from .fusion import FusedBottleneckBlock
+    block = _vision_resnet().BottleneckBlock(inplanes, planes, stride, downsample, groups,
+                                             base_width, dilation, norm_layer)
+    return FusedBottleneckBlock(block)
+
+
+def BasicBlock(inplanes, planes, stride=1, downsample=None, groups=1, base_width=64,
+               dilation=1, norm_layer=None):
+    """paddle.vision.models.resnet.BasicBlock on the fused op (same arguments
+    and keys)."""
+    from .fusion import FusedBasicBlock
+    block = _vision_resnet().BasicBlock(inplanes, planes, stride, downsample, groups,
+                                        base_width, dilation, norm_layer)
+    return FusedBasicBlock(block)

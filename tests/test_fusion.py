@@ -201,3 +201,56 @@ def test_fuse_channels_last_resnet(ctor):
     assert type(fused.maxpool) is nn.MaxPool2D and fused.maxpool.data_format == "NCHW"
     with pytest.raises(ValueError, match="channels_last"):
         pf.fuse(nn.Sequential(nn.Conv2D(3, 4, 3), nn.BatchNorm2D(4)), channels_last=True)
+
+
+@pytest.mark.parametrize("kind", ["bottleneck", "basic"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_block_layers_match_stock_blocks(kind, stride):
+    from paddle.vision.models import resnet as vr
+    inplanes, planes = 16, 8
+    expansion = 4 if kind == "bottleneck" else 1
+    stock_cls = vr.BottleneckBlock if kind == "bottleneck" else vr.BasicBlock
+    fused_ctor = pf.nn.BottleneckBlock if kind == "bottleneck" else pf.nn.BasicBlock
+
+    def downsample():
+        if stride == 1 and inplanes == planes * expansion:
+            return None
+        return nn.Sequential(nn.Conv2D(inplanes, planes * expansion, 1, stride=stride,
+                                       bias_attr=False), nn.BatchNorm2D(planes * expansion))
+    stock = stock_cls(inplanes, planes, stride, downsample())
+    fused = fused_ctor(inplanes, planes, stride, downsample())
+    assert sorted(fused.state_dict()) == sorted(stock.state_dict())
+    fused.set_state_dict(stock.state_dict())
+    x = paddle.randn([2, inplanes, 9, 9])
+    xs, xf = x.detach(), x.detach()
+    xs.stop_gradient = xf.stop_gradient = False
+    ys, yf = stock(xs), fused(xf)
+    assert_close(yf, ys, "out", what="train output")
+    ys.sum().backward(), yf.sum().backward()
+    assert_close(xf.grad, xs.grad, "grad", what="dx")
+    for (k, a), (_, b) in zip(sorted(stock.named_parameters()), sorted(fused.named_parameters())):
+        if a.grad is not None:
+            assert_close(b.grad, a.grad, "grad", what=k)
+    for k, v in stock.state_dict().items():
+        assert_close(fused.state_dict()[k], v, "stat", what=k)
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="eval output")
+
+
+def test_checkpoint_files_interchangeable(tmp_path):
+    """paddle.save / paddle.load of model weights: fused -> stock and back."""
+    fused = models.resnet18(fused=True, num_classes=10)
+    fused(paddle.randn([2, 3, 32, 32]))  # move the running statistics
+    paddle.save(fused.state_dict(), str(tmp_path / "fused.pdparams"))
+    stock = resnet18(num_classes=10)
+    stock.set_state_dict(paddle.load(str(tmp_path / "fused.pdparams")))
+    for k, v in fused.state_dict().items():
+        np.testing.assert_array_equal(stock.state_dict()[k].numpy(), v.numpy())
+    paddle.save(stock.state_dict(), str(tmp_path / "stock.pdparams"))
+    again = models.resnet18(fused=True, num_classes=10)
+    again.set_state_dict(paddle.load(str(tmp_path / "stock.pdparams")))
+    x = paddle.randn([2, 3, 32, 32])
+    stock.eval(), again.eval()
+    with paddle.no_grad():
+        assert_close(again(x), stock(x), "out", what="logits after load")
