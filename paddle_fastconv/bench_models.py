@@ -11,7 +11,6 @@ from paddle.static import InputSpec
 from .bench import _median_ms
 from .fusion import fuse
 
-MODELS = ("resnet50",)
 GMACS = {"resnet50": 4.1}  # per 224x224 image, forward
 
 

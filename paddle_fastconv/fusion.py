@@ -15,8 +15,7 @@ Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 from paddle import nn
 
 
-from .nn import _conv_padding
-from .ops import conv_bn_act
+from .nn import conv_bn_from_layers as _apply
 
 __all__ = ["fuse", "unfuse"]
 
@@ -25,20 +24,6 @@ def _bn_ok(conv, bn):
     return (isinstance(conv, nn.Conv2D) and isinstance(bn, nn.layer.norm._BatchNormBase)
             and conv._padding_mode == "zeros" and bn._num_features == conv._out_channels
             and bn._data_format == conv._data_format)
-
-
-def _apply(conv, bn, x, act, residual=None, training=True, data_format=None):
-    """The fused op with the stock layers' parameters. `data_format` overrides
-    the layers' own layout (fuse(..., channels_last=True) runs NCHW-built
-    layers on NHWC activations: Paddle's filters are [O, C/g, KH, KW] for
-    either layout)."""
-    return conv_bn_act(x, conv.weight, bn.weight, bn.bias, bn._mean, bn._variance,
-                       bias=conv.bias, residual=residual, stride=conv._stride,
-                       padding=_conv_padding(conv), dilation=conv._dilation,
-                       groups=conv._groups, data_format=data_format or conv._data_format,
-                       act=act,
-                       training=training and not bn._use_global_stats,
-                       momentum=bn._momentum, epsilon=bn._epsilon)
 
 
 class _Absorbed(nn.Layer):

@@ -15,6 +15,26 @@ def _conv_padding(conv):
     return conv._updated_padding
 
 
+def conv_bn_from_layers(conv, bn, x, act, residual=None, training=True, data_format=None):
+    """The fused op with a stock Conv2D's and BatchNorm2D's parameters.
+
+    Honours the BatchNorm's use_global_stats and a BatchNorm built without
+    affine parameters. `data_format` overrides the layers' own layout
+    (fuse(..., channels_last=True) runs NCHW-built layers on NHWC
+    activations: Paddle's filters are [O, C/g, KH, KW] for either layout)."""
+    weight, bias = bn.weight, bn.bias
+    if weight is None:  # BatchNorm2D(weight_attr=False): fixed scale 1
+        weight = paddle.ones([bn._num_features], "float32")
+    if bias is None:
+        bias = paddle.zeros([bn._num_features], "float32")
+    return conv_bn_act(x, conv.weight, weight, bias, bn._mean, bn._variance,
+                       bias=conv.bias, residual=residual, stride=conv._stride,
+                       padding=_conv_padding(conv), dilation=conv._dilation,
+                       groups=conv._groups, data_format=data_format or conv._data_format,
+                       act=act, training=training and not bn._use_global_stats,
+                       momentum=bn._momentum, epsilon=bn._epsilon)
+
+
 class ConvBNReLU(nn.Layer):
     """Conv2D -> BatchNorm2D -> ReLU (or no activation) as one fused op.
 
@@ -84,20 +104,8 @@ class ConvBNReLU(nn.Layer):
         return self
 
     def forward(self, x, residual=None):
-        conv, bn = self.conv, self.bn
-        training = self.training and not bn._use_global_stats
-        weight = bn.weight
-        bias = bn.bias
-        if weight is None:  # BatchNorm2D(weight_attr=False): fixed scale 1
-            weight = paddle.ones([bn._num_features], "float32")
-        if bias is None:
-            bias = paddle.zeros([bn._num_features], "float32")
-        return conv_bn_act(x, conv.weight, weight, bias, bn._mean, bn._variance,
-                           bias=conv.bias, residual=residual, stride=conv._stride,
-                           padding=_conv_padding(conv), dilation=conv._dilation,
-                           groups=conv._groups, data_format=conv._data_format,
-                           act=self.act, training=training, momentum=bn._momentum,
-                           epsilon=bn._epsilon)
+        return conv_bn_from_layers(self.conv, self.bn, x, self.act, residual=residual,
+                                   training=self.training)
 
     def extra_repr(self):
         return "act=%s, data_format=%s" % (self.act, self.conv._data_format)

@@ -12,9 +12,21 @@ def _known(d):
     return isinstance(d, int) and d >= 0
 
 
-def _absent(shape, dtype):
-    t = paddle.zeros(shape, dtype=dtype)
-    t.stop_gradient = True
+_PLACEHOLDERS = {}
+
+
+def _absent(shape, dtype, place):
+    """The placeholder for an absent bias/residual. In dygraph one read-only
+    tensor per (shape, dtype, place) is reused rather than allocated per call;
+    static graphs get their own constant."""
+    if not paddle.in_dynamic_mode():
+        return paddle.zeros(shape, dtype=dtype)
+    key = (tuple(shape), str(dtype), str(place))
+    t = _PLACEHOLDERS.get(key)
+    if t is None:
+        t = paddle.zeros(shape, dtype=dtype)
+        t.stop_gradient = True
+        _PLACEHOLDERS[key] = t
     return t
 
 
@@ -102,9 +114,9 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
     # Absent bias/residual travel as 1-element placeholders of a rank the real
     # tensors never have (see the op's registration).
     if bias is None:
-        bias = _absent([1, 1], x.dtype)
+        bias = _absent([1, 1], x.dtype, x.place)
     if residual is None:
-        residual = _absent([1], x.dtype)
+        residual = _absent([1], x.dtype, x.place)
     if paddle.in_dynamic_mode():
         # The op updates the statistics in place. Hand it detached views that
         # share their memory: autograd marks in-place outputs of an op with

@@ -22,8 +22,6 @@ std::string shape_str(const std::vector<T>& s) {
 
 }  // namespace fastconv
 
-// FC_CHECK(cond, op, arg, what...): "op: argument 'arg' what..."
+// FC_CHECK_ARG(cond, op, arg, what...): "op: argument 'arg' what..."
 #define FC_CHECK_ARG(cond, op, arg, ...) \
   PD_CHECK((cond), op, ": argument '", arg, "' ", __VA_ARGS__)
-
-#define FC_CHECK(cond, op, ...) PD_CHECK((cond), op, ": ", __VA_ARGS__)

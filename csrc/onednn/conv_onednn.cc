@@ -133,6 +133,8 @@ ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
   if (has_epilogue &&
       std::string(pd_.impl_info_str()).find("gemm") != std::string::npos) {
     epilogue_outside_ = true;
+    ones_.assign(g.O, 1.f);
+    zeros_.assign(g.O, 0.f);
     pd_ = make_fwd_pd(d, false, prop, scratch_attr());
   }
   prim_ = dnnl::convolution_forward(pd_);
@@ -193,9 +195,8 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
     const cpu::ChannelView v =
         g_.channels_last ? cpu::ChannelView{g_.N * g_.OH * g_.OW, g_.O, 1}
                          : cpu::ChannelView{g_.N, g_.O, g_.OH * g_.OW};
-    const std::vector<float> ones(g_.O, 1.f), zeros(g_.O, 0.f);
-    cpu::bn_act_forward(y, o_.residual ? residual : nullptr, ones.data(),
-                        o_.with_bias ? bias : zeros.data(), o_.relu, y, v);
+    cpu::bn_act_forward(y, o_.residual ? residual : nullptr, ones_.data(),
+                        o_.with_bias ? bias : zeros_.data(), o_.relu, y, v);
     return;
   }
   if (o_.residual) {

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "common/conv_geometry.h"
 #include "onednn/dnnl_common.h"
@@ -56,6 +57,7 @@ class ConvForwardPlan {
   // oneDNN's GEMM-based convolution applies post-ops in a slow extra pass;
   // for it bias/residual/ReLU run in our own epilogue instead.
   bool epilogue_outside_ = false;
+  std::vector<float> ones_, zeros_;  // the epilogue's unit scale / no bias
   dnnl::reorder src_in_, dst_out_, res_in_, wei_in_;
 };
 

@@ -67,12 +67,4 @@ int fastconv_set_cpu_conv_engine(int e) {
              : 0;
 }
 
-int fastconv_built_with_cuda() {
-#ifdef PADDLE_WITH_CUDA
-  return 1;
-#else
-  return 0;
-#endif
-}
-
 }  // extern "C"
