@@ -1,10 +1,16 @@
 """Functional entry points of the fused ops."""
+import weakref
+
+import numpy as np
 import paddle
 
 from . import _args
-from ._loader import OPS
+from ._loader import CLIB, OPS
 
 _OP = "fastconv_conv_bn_act"
+# oneDNN's CPU convolution kernels crash on tensors of 2^31 or more elements
+# (and so does stock Paddle's CPU convolution); such calls are refused.
+CPU_MAX_ELEMENTS = 2 ** 31
 
 
 def _known(d):
@@ -28,6 +34,26 @@ def _absent(shape, dtype, place):
         t.stop_gradient = True
         _PLACEHOLDERS[key] = t
     return t
+
+
+# id(weight) -> the weight buffers whose folded eval copies the CPU engine
+# caches. When the weight is freed its entries are dropped, so the cache never
+# keeps a deleted layer's folded weights alive.
+_FOLDED_OWNERS = {}
+
+
+def _release_folded(key):
+    for ptr in _FOLDED_OWNERS.pop(key, ()):
+        CLIB.fastconv_release_folded_weights(ptr)
+
+
+def _track_folded(weight):
+    ptr = weight.data_ptr()
+    ptrs = _FOLDED_OWNERS.get(id(weight))
+    if ptrs is None:
+        ptrs = _FOLDED_OWNERS[id(weight)] = set()
+        weakref.finalize(weight, _release_folded, id(weight))
+    ptrs.add(ptr)
 
 
 def _out_size(size, k, stride, dilation, pad_lo, pad_hi):
@@ -66,6 +92,10 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
     channels = shape[1] if data_format == "NCHW" else shape[3]
     if _known(shape[0]) and shape[0] == 0:
         raise ValueError("%s: argument 'x' has an empty batch (shape %s)" % (op, shape))
+    for name, t in (("x", x), ("weight", weight)):
+        if any(_known(d) and d == 0 for d in t.shape):
+            raise ValueError("%s: argument '%s' has a zero-size dimension (shape %s)"
+                             % (op, name, list(t.shape)))
     if _known(channels) and channels != weight.shape[1] * groups:
         raise ValueError(
             "%s: argument 'x' has %d channels (%s) but 'weight' of shape %s with "
@@ -105,12 +135,33 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
                 all(_known(v) for v in residual.shape):
             raise ValueError("%s: argument 'residual' must have the output shape %s, got %s"
                              % (op, out_shape, list(residual.shape)))
+        if paddle.in_dynamic_mode() and x.place.is_cpu_place() and \
+                all(_known(d) for d in shape):
+            for name, numel in (("x", int(np.prod(shape))), ("the output",
+                                                             int(np.prod(out_shape)))):
+                if numel >= CPU_MAX_ELEMENTS:
+                    raise ValueError(
+                        "%s: argument 'x' gives %s of %d elements; the CPU convolution "
+                        "(oneDNN, as in stock Paddle, which crashes on such inputs) supports "
+                        "fewer than 2^31 elements per tensor. Split the batch."
+                        % (op, name, numel))
         if training and _known(shape[0]) and shape[0] * oh * ow <= 1:
             raise ValueError("%s: argument 'x' gives one value per channel (output %s); "
                              "training-mode batch statistics need more than one"
                              % (op, out_shape))
     if not isinstance(momentum, (int, float)) or not isinstance(epsilon, (int, float)):
         raise TypeError("%s: arguments 'momentum' and 'epsilon' must be numbers" % op)
+    if not epsilon >= 0:
+        raise ValueError("%s: argument 'epsilon' must be >= 0, got %r" % (op, epsilon))
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError("%s: argument 'training' must be a bool, got %r" % (op, training))
+    if paddle.in_dynamic_mode():
+        for name, t in (("weight", weight), ("bn_weight", bn_weight), ("bn_bias", bn_bias),
+                        ("running_mean", running_mean), ("running_var", running_var),
+                        ("bias", bias), ("residual", residual)):
+            if t is not None and str(t.place) != str(x.place):
+                raise ValueError("%s: argument '%s' is on %s but 'x' is on %s; move "
+                                 "them to one device" % (op, name, t.place, x.place))
     # Absent bias/residual travel as 1-element placeholders of a rank the real
     # tensors never have (see the op's registration).
     if bias is None:
@@ -124,6 +175,8 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
         # layer's own buffers would make every later in-place update of those
         # leaves an error (and race between threads running the same layer).
         running_mean, running_var = running_mean.detach(), running_var.detach()
+        if not training and x.place.is_cpu_place():
+            _track_folded(weight)
     outs = OPS[_OP](x, weight, bias, bn_weight, bn_bias, running_mean, running_var,
                     residual, strides, pads, dilations, int(groups), data_format,
                     act, bool(training), float(momentum), float(epsilon))

@@ -63,7 +63,8 @@ def get_num_threads():
 def set_cache_capacity(plans=512, folded_weights=256):
     """Bounds the CPU caches: oneDNN primitive plans (per direction) and
     eval-mode folded weights (one per fused layer and geometry). Least
-    recently used entries are evicted."""
+    recently used entries are evicted; a layer's folded weights are also
+    dropped when its weight tensor is freed."""
     for name, v in (("plans", plans), ("folded_weights", folded_weights)):
         if not isinstance(v, int) or v < 0:
             raise ValueError("set_cache_capacity: argument '%s' must be an int >= 0, "
@@ -77,6 +78,10 @@ def clear_caches():
 
 
 def cache_info():
-    out = (ctypes.c_size_t * 2)()
+    """Entries in the CPU caches, and the bytes of the calling thread's
+    scratch arena (oneDNN scratchpads and reorder buffers, kept between calls
+    outside Paddle's allocator; freed by clear_caches() or when the thread
+    ends)."""
+    out = (ctypes.c_size_t * 3)()
     CLIB.fastconv_cache_sizes(out)
-    return {"plans": out[0], "folded_weights": out[1]}
+    return {"plans": out[0], "folded_weights": out[1], "scratch_bytes": out[2]}

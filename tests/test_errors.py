@@ -27,6 +27,18 @@ W = paddle.randn([8, 4, 3, 3])
     (paddle.randn([2, 4, 6, 6]), W, {"data_format": "NCDHW"}, ValueError, "'data_format'"),
     (paddle.randn([2, 4, 6, 6]), W, {"act": "gelu"}, ValueError, "'act'"),
     (paddle.randn([0, 4, 6, 6]), W, {}, ValueError, "empty batch"),
+    (paddle.randn([2, 4, 0, 6]), W, {}, ValueError, "'x' has a zero-size dimension"),
+    (paddle.randn([2, 0, 6, 6]), paddle.randn([8, 0, 3, 3]), {}, ValueError,
+     "'x' has a zero-size dimension"),
+    (paddle.randn([2, 4, 6, 6]), paddle.randn([8, 4, 0, 3]), {}, ValueError,
+     "'weight' has a zero-size dimension"),
+    (paddle.randn([2, 4, 6, 6]), W, {"epsilon": -1e-5}, ValueError, "'epsilon'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"momentum": "0.9"}, TypeError, "'momentum'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"training": "yes"}, TypeError, "'training'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"dilation": (1, 0)}, ValueError, "'dilation'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"stride": (1, 2, 3)}, TypeError, "'stride'"),
+    (paddle.randn([2, 4, 6, 6]), W, {"bias": paddle.zeros([8, 1])}, ValueError, "'bias'"),
+    ([[1.0]], W, {}, TypeError, "'x' must be a paddle.Tensor"),
     (paddle.randn([2, 4, 6, 6]), W, {"stride": 0}, ValueError, "'stride'"),
     (paddle.randn([2, 4, 6, 6]), W, {"padding": -1}, ValueError, "'padding'"),
     (paddle.randn([2, 4, 6, 6]), W, {"padding": "FULL"}, ValueError, "'padding'"),
@@ -100,3 +112,80 @@ def test_nan_propagates_like_stock():
     with paddle.no_grad():
         a, b = fused(x).numpy(), stock_forward(conv, bn, "none", x).numpy()
     np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+
+
+def test_zero_output_channels_refused():
+    c = 0
+    with pytest.raises(ValueError, match="'weight' has a zero-size dimension"):
+        conv_bn_act(paddle.randn([2, 4, 6, 6]), paddle.randn([c, 4, 3, 3]),
+                    paddle.ones([c]), paddle.zeros([c]), paddle.zeros([c]), paddle.ones([c]))
+
+
+@pytest.mark.parametrize("case", ["zero_out_channels", "channel_mismatch", "bad_attr",
+                                  "bn_shape", "bad_layout"])
+def test_cpp_checks_without_python_validation(case):
+    """The op's own C++ checks (what a static graph or a direct caller
+    reaches): an exception naming the op and argument, never an abort."""
+    from paddle_fastconv._loader import OPS
+    x, w, c = paddle.randn([2, 4, 6, 6]), paddle.randn([8, 4, 3, 3]), 8
+    attrs = dict(strides=[1, 1], pads=[0, 0, 0, 0], dil=[1, 1], fmt="NCHW", act="relu")
+    if case == "zero_out_channels":
+        w, c = paddle.randn([0, 4, 3, 3]), 0
+    elif case == "channel_mismatch":
+        x = paddle.randn([2, 5, 6, 6])
+    elif case == "bad_attr":
+        attrs["act"] = "gelu"
+    elif case == "bad_layout":
+        attrs["fmt"] = "NDHWC"
+    p = [paddle.ones([c]), paddle.zeros([c]), paddle.zeros([c]), paddle.ones([c])]
+    if case == "bn_shape":
+        p[3] = paddle.ones([c + 1])
+    with pytest.raises(Exception, match="fastconv_conv_bn_act: argument"):
+        OPS["fastconv_conv_bn_act"](x, w, paddle.zeros([1, 1]), *p, paddle.zeros([1]),
+                                    attrs["strides"], attrs["pads"], attrs["dil"], 1,
+                                    attrs["fmt"], attrs["act"], True, 0.9, 1e-5)
+    fused, conv, bn = make_pair(4, 8, 3, 1, 1)
+    xx = paddle.randn([2, 4, 6, 6])
+    assert_close(fused(xx), stock_forward(conv, bn, "relu", xx), "out")
+
+
+@pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
+def test_non_contiguous_inputs_are_correct(fmt):
+    """Strided views (transposes, slices) as x, residual and weight give the
+    stock result, forward and backward."""
+    fused, conv, bn = make_pair(4, 8, 3, 1, 1, data_format=fmt)
+    if fmt == "NCHW":
+        x_np = np.random.default_rng(0).normal(size=[2, 9, 9, 4]).astype("float32")
+        x = paddle.to_tensor(x_np).transpose([0, 3, 1, 2])  # a strided NCHW view
+    else:
+        x = paddle.randn([2, 18, 9, 4])[:, ::2]  # every other row
+    res = paddle.randn([2, 9, 9, 16])[..., ::2]
+    res = res.transpose([0, 3, 1, 2]) if fmt == "NCHW" else res
+    w = paddle.randn([4, 8, 3, 3]).transpose([1, 0, 2, 3])
+    if hasattr(x, "is_contiguous"):  # Paddle 3: these really are strided views
+        assert not x.is_contiguous() and not res.is_contiguous()
+    fused.conv.weight.set_value(w), conv.weight.set_value(w)
+    xs, xf = x.detach(), x.detach()
+    xs.stop_gradient = xf.stop_gradient = False
+    yf, ys = fused(xf, res), stock_forward(conv, bn, "relu", xs, res)
+    assert_close(yf, ys, "out", what="y")
+    yf.sum().backward(), ys.sum().backward()
+    assert_close(xf.grad, xs.grad, "grad", what="dx")
+    assert_close(fused.conv.weight.grad, conv.weight.grad, "grad", what="dW")
+
+
+@pytest.mark.gpu
+def test_mixed_devices_refused():
+    x = paddle.randn([2, 4, 6, 6]).cuda()
+    with pytest.raises(ValueError, match="'weight' is on .*cpu"):
+        conv_bn_act(x, W.cpu(), **{k: v.cuda() for k, v in _params().items()})
+
+
+def test_inf_propagates_like_stock():
+    fused, conv, bn = make_pair(4, 8, 3, 1, 1, act="none")
+    fused.eval(), conv.eval(), bn.eval()
+    x = paddle.randn([2, 4, 6, 6])
+    x[1, 2, 3, 3] = float("inf")
+    with paddle.no_grad():
+        a, b = fused(x).numpy(), stock_forward(conv, bn, "none", x).numpy()
+    np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))

@@ -3,6 +3,8 @@
 // aborts the process.
 #pragma once
 
+#include <exception>
+#include <new>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +20,25 @@ std::string shape_str(const std::vector<T>& s) {
   for (size_t i = 0; i < s.size(); ++i) os << (i ? ", " : "") << s[i];
   os << "]";
   return os.str();
+}
+
+// Runs an op body that calls into another library, turning that library's
+// exceptions (oneDNN's dnnl::error, std::bad_alloc, ...) into a Paddle error
+// that names the op. Paddle's Python bridge translates only Paddle's own
+// exception types; anything else escaping a custom op aborts the process.
+// Paddle's exceptions pass through unchanged. `Foreign` is the library's
+// exception type (a std::exception subclass that is not Paddle's).
+template <typename Foreign, typename F>
+auto run_guarded(const char* op, const std::string& context, F&& body)
+    -> decltype(body()) {
+  try {
+    return body();
+  } catch (const Foreign& e) {
+    PD_THROW(op, ": the convolution library failed (", e.what(), ") for ",
+             context, ". Please report this with the shapes and attributes.");
+  } catch (const std::bad_alloc&) {
+    PD_THROW(op, ": out of host memory for ", context);
+  }
 }
 
 }  // namespace fastconv

@@ -44,8 +44,11 @@ ConvGeometry make_conv_geometry(const std::vector<int64_t>& x_shape,
   g.groups = groups;
   g.stride_h = strides[0];
   g.stride_w = strides[1];
-  g.dil_h = dilations[0];
-  g.dil_w = dilations[1];
+  // Dilation along a size-1 kernel axis changes nothing; normalizing it to 1
+  // also steers clear of a oneDNN 3.6 crash (brgemm inference convolution
+  // with dilation on a 1-wide kernel axis and padding wider than the input).
+  g.dil_h = g.KH == 1 ? 1 : dilations[0];
+  g.dil_w = g.KW == 1 ? 1 : dilations[1];
   if (paddings.size() == 2) {
     g.pad_top = g.pad_bottom = paddings[0];
     g.pad_left = g.pad_right = paddings[1];
@@ -66,8 +69,8 @@ ConvGeometry make_conv_geometry(const std::vector<int64_t>& x_shape,
                "shape ", shape_str(w_shape), " expects ", w_shape[1] * groups,
                " input channels (groups=", groups, "), but x has ", g.C,
                " channels in ", data_format, " layout");
-  FC_CHECK_ARG(g.KH > 0 && g.KW > 0, op, "weight",
-               "has an empty kernel, shape ", shape_str(w_shape));
+  FC_CHECK_ARG(g.O > 0 && g.KH > 0 && g.KW > 0, op, "weight",
+               "has a zero-size dimension (shape ", shape_str(w_shape), ")");
   g.OH = conv_out_size(g.H, g.KH, g.stride_h, g.dil_h, g.pad_top, g.pad_bottom);
   g.OW = conv_out_size(g.W, g.KW, g.stride_w, g.dil_w, g.pad_left, g.pad_right);
   FC_CHECK_ARG(g.OH > 0 && g.OW > 0, op, "x",

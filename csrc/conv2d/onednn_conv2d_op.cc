@@ -31,19 +31,22 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
   ConvGeometry g = make_conv_geometry(x.shape(), w.shape(), strides, paddings,
                                       dilations, groups, data_format, kOp);
 #ifdef FASTCONV_WITH_ONEDNN
-  onednn::ScratchScope scope;
-  paddle::Tensor y = paddle::empty(g.out_shape(), x.dtype(), x.place());
-  dnnl::stream s = onednn::make_stream();
-  onednn::ConvFwdOptions o;
-  o.inference = true;
-  auto plan = onednn::ConvForwardPlan::get(g, o);
-  // Weights are reordered per call, into scratch: a bare primitive call plus
-  // the reorder a caller without a weight cache would pay.
-  void* wbuf =
-      onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
-  plan->prepare_weights(w.data<float>(), wbuf, s);
-  plan->execute(x.data<float>(), wbuf, nullptr, nullptr, y.data<float>(), s);
-  return {y};
+  return run_guarded<dnnl::error>(kOp, "geometry " + g.key(), [&] {
+    onednn::ScratchScope scope;
+    paddle::Tensor y = paddle::empty(g.out_shape(), x.dtype(), x.place());
+    dnnl::stream s = onednn::make_stream();
+    onednn::ConvFwdOptions o;
+    o.inference = true;
+    auto plan = onednn::ConvForwardPlan::get(g, o);
+    // Weights are reordered per call, into scratch: a bare primitive call
+    // plus the reorder a caller without a weight cache would pay.
+    void* wbuf =
+        onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
+    plan->prepare_weights(w.data<float>(), wbuf, s);
+    plan->execute(x.data<float>(), wbuf, nullptr, nullptr, y.data<float>(),
+                  s);
+    return std::vector<paddle::Tensor>{y};
+  });
 #else
   PD_THROW(kOp, ": this build has no oneDNN engine");
 #endif

@@ -30,6 +30,12 @@ namespace fastconv {
 
 namespace {
 #ifdef FASTCONV_WITH_ONEDNN
+using ForeignError = dnnl::error;
+#else
+struct ForeignError : std::exception {};  // no foreign library to guard
+#endif
+
+#ifdef FASTCONV_WITH_ONEDNN
 std::atomic<int> g_engine{static_cast<int>(CpuConvEngine::kOneDNN)};
 #else
 std::atomic<int> g_engine{static_cast<int>(CpuConvEngine::kPaddle)};
@@ -107,7 +113,7 @@ paddle::Tensor conv_train(const ConvGeometry& g, const ConvBnActAttrs& a,
 
 }  // namespace
 
-std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
+std::vector<paddle::Tensor> conv_bn_act_forward_cpu_impl(
     const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
     const paddle::Tensor& scale, const paddle::Tensor& shift,
     paddle::Tensor& running_mean, paddle::Tensor& running_var,
@@ -182,7 +188,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
   return {y, z, save_mean, save_invstd};
 }
 
-std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
+std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
     const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
     const paddle::Tensor& scale, const OptTensor& residual,
     const paddle::Tensor& y, const paddle::Tensor& saved_z,
@@ -253,18 +259,25 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
                              dz, residual ? dres.data<float>() : nullptr);
   timer.mark("bn apply (dz)");
 
+  // With batch statistics the conv bias gradient is exactly zero: BN
+  // subtracts the batch mean, so sum(dz) = 0 in exact arithmetic and a
+  // computed sum is only rounding noise (magnified when the channel's
+  // variance is small). Only eval-mode (running statistics) sums it.
+  const bool bias_grad = bias && !a.training;
   paddle::Tensor dbias;
-  if (bias) dbias = paddle::empty({O}, x.dtype(), place);
+  if (bias)
+    dbias = bias_grad ? paddle::empty({O}, x.dtype(), place)
+                      : paddle::experimental::full({O}, 0, x.dtype(), place);
 #ifdef FASTCONV_WITH_ONEDNN
   if (use_onednn()) {
     paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), place);
     paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), place);
     dnnl::stream s = onednn::make_stream();
-    auto plan = onednn::ConvBackwardPlan::get(g, static_cast<bool>(bias));
+    auto plan = onednn::ConvBackwardPlan::get(g, bias_grad);
     timer.mark("alloc dx dw");
     plan->execute(x.data<float>(), w.data<float>(), dz,
                   dx.data<float>(), dw.data<float>(),
-                  bias ? dbias.data<float>() : nullptr, s);
+                  bias_grad ? dbias.data<float>() : nullptr, s);
     timer.mark("conv backward");
     return {dx, dw, dbias, dscale, dshift, dres};
   }
@@ -273,13 +286,51 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
   paddle::experimental::conv2d_grad(x, w, dz_tensor, a.strides, paddings4(g),
                                     "EXPLICIT", a.dilations, a.groups,
                                     a.data_format, &dx, &dw);
-  if (bias) {
+  if (bias_grad) {
     std::vector<double> sums(O);
     cpu::channel_sum(dz, v, sums.data());
     for (int64_t c = 0; c < O; ++c)
       dbias.data<float>()[c] = static_cast<float>(sums[c]);
   }
   return {dx, dw, dbias, dscale, dshift, dres};
+}
+
+// The entry points: oneDNN failures become Paddle errors (see run_guarded).
+// oneDNN's CPU convolution kernels (and Paddle's) crash on tensors of 2^31
+// or more elements; our own kernels index with 64 bits. Refuse such calls.
+void check_cpu_tensor_sizes(const ConvGeometry& g) {
+  constexpr int64_t kMax = int64_t{1} << 31;
+  FC_CHECK_ARG(g.in_numel() < kMax && g.out_numel() < kMax, kConvBnActOp, "x",
+               "gives tensors of ", g.in_numel(), " (input) and ",
+               g.out_numel(), " (output) elements; the CPU convolution "
+               "supports fewer than 2^31 elements per tensor. Split the batch.");
+}
+
+std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const paddle::Tensor& shift,
+    paddle::Tensor& running_mean, paddle::Tensor& running_var,
+    const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a) {
+  check_cpu_tensor_sizes(g);
+  return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
+    return conv_bn_act_forward_cpu_impl(x, w, bias, scale, shift, running_mean,
+                                        running_var, residual, g, a);
+  });
+}
+
+std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& y, const paddle::Tensor& saved_z,
+    const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
+    const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a) {
+  check_cpu_tensor_sizes(g);
+  return run_guarded<ForeignError>(
+      kConvBnActOp, "the backward of geometry " + g.key(), [&] {
+        return conv_bn_act_backward_cpu_impl(x, w, bias, scale, residual, y,
+                                             saved_z, saved_mean, saved_invstd,
+                                             dy, g, a);
+      });
 }
 
 }  // namespace fastconv

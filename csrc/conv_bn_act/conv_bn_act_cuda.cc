@@ -165,8 +165,12 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cuda(
   paddle::Tensor dx, dw;
   pe::conv2d_grad(x, w, dz, a.strides, paddings4(g), "EXPLICIT", a.dilations,
                   a.groups, a.data_format, &dx, &dw);
+  // With batch statistics the conv bias gradient is exactly zero (BN
+  // subtracts the batch mean, so sum(dz) = 0); only eval mode sums it.
   paddle::Tensor dbias;
-  if (bias) {
+  if (bias && a.training) {
+    dbias = pe::full({g.O}, 0, bias->dtype(), place);
+  } else if (bias) {
     const std::vector<int64_t> axes =
         g.channels_last ? std::vector<int64_t>{0, 1, 2}
                         : std::vector<int64_t>{0, 2, 3};

@@ -31,6 +31,10 @@ bool still_valid(const FoldedWeights& f, const paddle::Tensor& w,
          same(f.src_w, w.data<float>(), static_cast<size_t>(w.numel()));
 }
 
+std::string key_prefix(uintptr_t weight_data) {
+  return std::to_string(weight_data) + "|";
+}
+
 std::vector<float> copy_of(const float* p, int64_t n) {
   return std::vector<float>(p, p + n);
 }
@@ -45,8 +49,7 @@ std::shared_ptr<const FoldedWeights> get_folded_weights(
   // One entry per layer: the weight buffer identifies the layer, the geometry
   // and options pick the primitive (its weight layout depends on them).
   const std::string key =
-      std::to_string(reinterpret_cast<uintptr_t>(w.data<float>())) + "|" +
-      g.key() + (residual ? "|r" : "|-") + (relu ? "a" : "-");
+      key_prefix(reinterpret_cast<uintptr_t>(w.data<float>())) + g.key() + (residual ? "|r" : "|-") + (relu ? "a" : "-");
   auto hit = cache().get(key);
   if (hit && still_valid(*hit, w, bias, scale, shift, running_mean,
                          running_var, eps))
@@ -89,6 +92,9 @@ std::shared_ptr<const FoldedWeights> get_folded_weights(
 
 void set_folded_cache_capacity(size_t n) { cache().set_capacity(n); }
 void clear_folded_cache() { cache().clear(); }
+size_t release_folded_weights(uintptr_t weight_data) {
+  return cache().erase_prefix(key_prefix(weight_data));
+}
 size_t folded_cache_size() { return cache().size(); }
 
 }  // namespace fastconv

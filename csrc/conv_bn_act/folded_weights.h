@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -40,6 +41,9 @@ std::shared_ptr<const FoldedWeights> get_folded_weights(
 
 void set_folded_cache_capacity(size_t n);
 void clear_folded_cache();
+// Drops the entries of the layer whose weight buffer is at `weight_data`
+// (called when that weight is freed, so a cache never outlives its layer).
+size_t release_folded_weights(uintptr_t weight_data);
 size_t folded_cache_size();
 
 }  // namespace fastconv

@@ -103,6 +103,22 @@ class LruCache {
     return map_.size();
   }
 
+  // Drops every entry whose key starts with `prefix`; returns how many.
+  size_t erase_prefix(const std::string& prefix) {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t n = 0;
+    for (auto it = order_.begin(); it != order_.end();) {
+      if (it->compare(0, prefix.size(), prefix) == 0) {
+        map_.erase(*it);
+        it = order_.erase(it);
+        ++n;
+      } else {
+        ++it;
+      }
+    }
+    return n;
+  }
+
  private:
   void evict_locked() {
     while (map_.size() > capacity_ && !order_.empty()) {

@@ -2,6 +2,7 @@
 // library Paddle registered the ops from): threads, cache control and what
 // this build contains.
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 
@@ -35,12 +36,26 @@ void fastconv_clear_caches() {
 #endif
 }
 
-// out[0] = plan entries, out[1] = folded-weight entries.
+// Drops the folded eval weights of the layer whose weight buffer starts at
+// `weight_data` (the Python side calls it when that weight is freed).
+size_t fastconv_release_folded_weights(uintptr_t weight_data) {
+#ifdef FASTCONV_WITH_ONEDNN
+  return fastconv::release_folded_weights(weight_data);
+#else
+  (void)weight_data;
+  return 0;
+#endif
+}
+
+// out[0] = plan entries, out[1] = folded-weight entries, out[2] = bytes of
+// the calling thread's scratch arena (oneDNN scratchpads and reorder buffers;
+// memory outside Paddle's allocator, kept between calls).
 void fastconv_cache_sizes(size_t* out) {
-  out[0] = out[1] = 0;
+  out[0] = out[1] = out[2] = 0;
 #ifdef FASTCONV_WITH_ONEDNN
   out[0] = fastconv::onednn::plan_cache_size();
   out[1] = fastconv::folded_cache_size();
+  out[2] = fastconv::onednn::ScratchArena::local().capacity();
 #endif
 }
 
