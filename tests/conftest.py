@@ -3,12 +3,23 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 import paddle
 import paddle_fastconv  # noqa: F401  (loads the op library)
 
 # The suite's own thread count: explicit, so runs are reproducible.
 paddle_fastconv.set_num_threads(int(os.environ.get("PADDLE_FASTCONV_TEST_THREADS", "2")))
+
+
+# Property-based tests (tests/test_properties.py): derandomized, so every run
+# draws the same examples; "ci" keeps the suite fast on 2 cores, "large" is
+# for a long run by hand (PADDLE_FASTCONV_HYPOTHESIS_PROFILE=large).
+_HYPOTHESIS = dict(deadline=None, derandomize=True, database=None, print_blob=True,
+                   suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", max_examples=150, **_HYPOTHESIS)
+settings.register_profile("large", max_examples=3000, **_HYPOTHESIS)
+settings.load_profile(os.environ.get("PADDLE_FASTCONV_HYPOTHESIS_PROFILE", "ci"))
 
 
 def has_gpu():
