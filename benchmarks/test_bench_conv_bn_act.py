@@ -69,5 +69,7 @@ def test_train_step(benchmark, bench_info, layer, impl, fmt):
         y.backward(paddle.ones_like(y))
 
     bench_info.update(layer=layer, mode="train", impl=impl, data_format=fmt, batch=BATCH)
-    benchmark.pedantic(step, rounds=5, warmup_rounds=2, iterations=1)
+    step()  # warm (plans, scratch), then the step's peak memory
+    bench_info["peak_mib"] = bench.peak_memory_mib(step)
+    benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)
     _record(benchmark, bench_info, 3 * flops)

@@ -42,6 +42,22 @@ def _median_ms(fn, repeat, warmup=2):
     return statistics.median(times) * 1e3
 
 
+def peak_memory_mib(fn):
+    """Runs fn once and returns the peak of host memory it allocated, in MiB:
+    Paddle's CPU allocator (tensors, for stock and fused alike) plus this
+    package's scratch arena, which lives outside that allocator (oneDNN
+    scratchpads and reorder buffers, kept between calls). None when this
+    Paddle has no allocator statistics (2.x)."""
+    core = paddle.base.core
+    if not hasattr(core, "host_memory_stat_reset_peak_value"):
+        return None
+    core.host_memory_stat_reset_peak_value("Allocated", 0)
+    before = core.host_memory_stat_current_value("Allocated", 0)
+    fn()
+    peak = core.host_memory_stat_peak_value("Allocated", 0) - before
+    return (peak + runtime.cache_info()["scratch_bytes"]) / 2.0 ** 20
+
+
 def _stock_fused(spec, data_format, training):
     cin, cout, k, s, p, hw = spec
     conv = paddle.nn.Conv2D(cin, cout, k, stride=s, padding=p, bias_attr=False,
