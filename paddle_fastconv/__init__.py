@@ -3,6 +3,7 @@
 Importing the package loads its compiled op library into Paddle."""
 from ._loader import BUILD_INFO, LIBRARY_PATH  # noqa: F401  (loads the ops)
 from . import models, nn, ops, reference  # noqa: F401
+from .checkpoint import remap_optimizer_state  # noqa: F401
 from .fusion import fuse, unfuse  # noqa: F401
 from .nn import ConvBNReLU  # noqa: F401
 from .ops import conv_bn_act  # noqa: F401
