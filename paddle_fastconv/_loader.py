@@ -14,7 +14,8 @@ import zlib  # noqa: F401  (paddlepaddle-gpu 2.6 exports an old zlib: load ours 
 import paddle
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
-_OPS = ("fastconv_conv_bn_act", "fastconv_onednn_conv2d")
+_OPS = ("fastconv_conv_bn_act", "fastconv_onednn_conv2d", "fastconv_sync_bn_conv_stats",
+        "fastconv_sync_bn_apply", "fastconv_sync_bn_backward_reduce", "fastconv_sync_bn_backward")
 
 
 class BuildMismatchError(ImportError):

@@ -32,7 +32,8 @@ def conv_bn_from_layers(conv, bn, x, act, residual=None, training=True, data_for
                        padding=_conv_padding(conv), dilation=conv._dilation,
                        groups=conv._groups, data_format=data_format or conv._data_format,
                        act=act, training=training and not bn._use_global_stats,
-                       momentum=bn._momentum, epsilon=bn._epsilon)
+                       momentum=bn._momentum, epsilon=bn._epsilon,
+                       sync_bn=isinstance(bn, nn.SyncBatchNorm))
 
 
 class ConvBNReLU(nn.Layer):
@@ -45,11 +46,14 @@ class ConvBNReLU(nn.Layer):
     `forward(x, residual=None)` adds `residual` before the activation.
     `train()` / `eval()` switch between batch statistics (running statistics
     updated in place) and running statistics folded into the convolution.
+    `sync_bn=True` holds a `paddle.nn.SyncBatchNorm` (same keys) and, in
+    training under data parallelism, normalizes with the statistics of the
+    global batch (CPU, dygraph; see paddle_fastconv.sync_bn).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=False, act="relu", data_format="NCHW",
-                 momentum=0.9, epsilon=1e-5):
+                 momentum=0.9, epsilon=1e-5, sync_bn=False):
         super().__init__()
         name = "ConvBNReLU"
         for arg, v in (("in_channels", in_channels), ("out_channels", out_channels)):
@@ -71,8 +75,11 @@ class ConvBNReLU(nn.Layer):
                               padding=padding, dilation=dilation, groups=groups,
                               bias_attr=None if bias else False,
                               data_format=data_format)
-        self.bn = nn.BatchNorm2D(out_channels, momentum=momentum, epsilon=epsilon,
-                                 data_format=data_format)
+        if not isinstance(sync_bn, bool):
+            raise TypeError("%s: argument 'sync_bn' must be a bool, got %r" % (name, sync_bn))
+        bn_cls = nn.SyncBatchNorm if sync_bn else nn.BatchNorm2D
+        self.bn = bn_cls(out_channels, momentum=momentum, epsilon=epsilon,
+                         data_format=data_format)
         self.act = act
 
     @classmethod

@@ -5,6 +5,7 @@ import numpy as np
 import paddle
 
 from . import _args
+from . import sync_bn as _sync
 from ._loader import CLIB, OPS
 
 _OP = "fastconv_conv_bn_act"
@@ -56,6 +57,32 @@ def _track_folded(weight):
     ptrs.add(ptr)
 
 
+def _autocast_dtype():
+    """The low-precision dtype when dygraph paddle.amp.auto_cast (O1/O2) is
+    active, else None. Paddle only autocasts on accelerators; on CPU the
+    level stays O0."""
+    tracer = paddle.base.framework._dygraph_tracer()
+    level = getattr(tracer, "_amp_level", None)
+    if level is None or str(level).endswith("O0"):
+        return None
+    return str(getattr(tracer, "_amp_dtype", "float16")).replace("paddle.", "")
+
+
+def _autocast(x, weight, bias, residual):
+    """Under auto_cast on GPU: the convolution operands in the autocast dtype
+    (as stock conv2d gets them); BN parameters and statistics stay fp32, as
+    stock batch_norm keeps them."""
+    dtype = _autocast_dtype()
+    if dtype not in ("float16", "bfloat16") or x.place.is_cpu_place():
+        return x, weight, bias, residual
+
+    def cast(t):
+        if isinstance(t, paddle.Tensor) and t.dtype == paddle.float32:
+            return t.astype(dtype)
+        return t
+    return cast(x), cast(weight), cast(bias), cast(residual)
+
+
 def _out_size(size, k, stride, dilation, pad_lo, pad_hi):
     span = size + pad_lo + pad_hi - (dilation * (k - 1) + 1)
     return span // stride + 1 if span >= 0 else 0
@@ -64,7 +91,7 @@ def _out_size(size, k, stride, dilation, pad_lo, pad_hi):
 def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
                 bias=None, residual=None, stride=1, padding=0, dilation=1,
                 groups=1, data_format="NCHW", act="relu", training=True,
-                momentum=0.9, epsilon=1e-5):
+                momentum=0.9, epsilon=1e-5, sync_bn=False, group=None):
     """y = act(batch_norm(conv2d(x, weight, bias)) [+ residual]) in one op.
 
     Same semantics as paddle.nn.functional.conv2d followed by
@@ -72,10 +99,16 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
     epsilon=epsilon), an optional residual add and ReLU (act="relu") or no
     activation (act="none"). In training mode running_mean and running_var
     are updated in place, as BatchNorm2D does. Returns y.
+
+    sync_bn=True (training, dygraph, CPU): batch statistics over every
+    process of the data-parallel `group` (default: all), as
+    paddle.nn.SyncBatchNorm computes them; see paddle_fastconv.sync_bn.
     """
     op = _OP
     _args.check_tensor(x, "x", op, ndim=4)
     _args.check_tensor(weight, "weight", op, ndim=4)
+    if paddle.in_dynamic_mode():
+        x, weight, bias, residual = _autocast(x, weight, bias, residual)
     data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, op)
     act = _args.choice(act, "act", _args.ACTS, op)
     if weight.dtype != x.dtype:
@@ -162,6 +195,12 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
             if t is not None and str(t.place) != str(x.place):
                 raise ValueError("%s: argument '%s' is on %s but 'x' is on %s; move "
                                  "them to one device" % (op, name, t.place, x.place))
+    if sync_bn and training and paddle.in_dynamic_mode():
+        if _sync.world_size(group) > 1:
+            return _sync.conv_sync_bn_act(
+                x, weight, bn_weight, bn_bias, running_mean, running_var, bias, residual,
+                strides, pads, dilations, groups, data_format, act, momentum, epsilon,
+                group)
     # Absent bias/residual travel as 1-element placeholders of a rank the real
     # tensors never have (see the op's registration).
     if bias is None:

@@ -131,6 +131,7 @@ def configure():
     sources = sorted(glob.glob(os.path.join(CSRC, "common", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "conv_bn_act", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "conv2d", "*.cc")) +
+                     glob.glob(os.path.join(CSRC, "sync_bn", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "runtime", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "onednn", "*.cc")))
     cu_sources = sorted(glob.glob(os.path.join(CSRC, "*", "*.cu")))

@@ -51,6 +51,20 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
     const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
     const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a);
 
+// The convolution parts alone (CPU), for ops that put their own work
+// between them (SyncBatchNorm): z = conv(x, W) + bias, training flavour; and
+// {dx, dW} from dz.
+paddle::Tensor conv_forward_train_cpu(const ConvGeometry& g,
+                                      const ConvBnActAttrs& a,
+                                      const paddle::Tensor& x,
+                                      const paddle::Tensor& w,
+                                      const OptTensor& bias);
+std::vector<paddle::Tensor> conv_backward_cpu(const ConvGeometry& g,
+                                              const ConvBnActAttrs& a,
+                                              const paddle::Tensor& x,
+                                              const paddle::Tensor& w,
+                                              const paddle::Tensor& dz);
+
 #ifdef PADDLE_WITH_CUDA
 std::vector<paddle::Tensor> conv_bn_act_forward_cuda(
     const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,

@@ -113,6 +113,46 @@ paddle::Tensor conv_train(const ConvGeometry& g, const ConvBnActAttrs& a,
 
 }  // namespace
 
+paddle::Tensor conv_forward_train_cpu(const ConvGeometry& g,
+                                      const ConvBnActAttrs& a,
+                                      const paddle::Tensor& x,
+                                      const paddle::Tensor& w,
+                                      const OptTensor& bias) {
+  check_cpu_dtype(x);
+  return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
+#ifdef FASTCONV_WITH_ONEDNN
+    onednn::ScratchScope scope;
+#endif
+    return conv_train(g, a, x, w, bias);
+  });
+}
+
+std::vector<paddle::Tensor> conv_backward_cpu(const ConvGeometry& g,
+                                              const ConvBnActAttrs& a,
+                                              const paddle::Tensor& x,
+                                              const paddle::Tensor& w,
+                                              const paddle::Tensor& dz) {
+  return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
+#ifdef FASTCONV_WITH_ONEDNN
+    if (use_onednn()) {
+      onednn::ScratchScope scope;
+      paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), x.place());
+      paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), w.place());
+      dnnl::stream s = onednn::make_stream();
+      auto plan = onednn::ConvBackwardPlan::get(g, false);
+      plan->execute(x.data<float>(), w.data<float>(), dz.data<float>(),
+                    dx.data<float>(), dw.data<float>(), nullptr, s);
+      return std::vector<paddle::Tensor>{dx, dw};
+    }
+#endif
+    paddle::Tensor dx, dw;
+    paddle::experimental::conv2d_grad(x, w, dz, a.strides, paddings4(g),
+                                      "EXPLICIT", a.dilations, a.groups,
+                                      a.data_format, &dx, &dw);
+    return std::vector<paddle::Tensor>{dx, dw};
+  });
+}
+
 std::vector<paddle::Tensor> conv_bn_act_forward_cpu_impl(
     const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
     const paddle::Tensor& scale, const paddle::Tensor& shift,
