@@ -1,9 +1,15 @@
-"""Turns a pytest-benchmark JSON of benchmarks/ into a Markdown table.
+"""Reports of a pytest-benchmark JSON of benchmarks/.
 
-    python benchmarks/report.py bench.json > table.md
+    python benchmarks/report.py bench.json > table.md      # Markdown tables
+    python benchmarks/report.py bench.json --png chart.png # and a speedup chart
+    python benchmarks/report.py --compare old.json new.json [--threshold 0.1]
 
-Rows pair the stock, fused and (eval) bare-oneDNN-convolution timings of one
-layer, mode and layout; medians in ms, speedup = stock / fused."""
+Table rows pair the stock, fused and (eval) bare-oneDNN-convolution timings
+of one layer, mode and layout; medians in ms, speedup = stock / fused.
+--compare matches the cases of two runs by name and prints the change of
+each median; it exits with status 1 when any case got slower by more than
+the threshold (a fraction, default 0.10), so it can gate a change."""
+import argparse
 import json
 import sys
 from collections import defaultdict
@@ -40,6 +46,69 @@ def _peaks(stock, fused):
     if stock is None or fused is None:
         return "-"
     return "%.0f / %.0f" % (stock, fused)
+
+
+def chart(data, path):
+    """Bar chart of fused-over-stock speedups (layers and whole models)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels, values, colors = [], [], []
+    for layer, mode, fmt, c in rows(data):
+        labels.append("%s %s %s" % (layer.replace("conv", ""), mode, fmt))
+        values.append(c["stock"][0] / c["fused"][0])
+        colors.append("tab:blue" if mode == "eval" else "tab:orange")
+    for (model, mode), c in sorted(model_rows(data).items()):
+        if mode == "peak" or "stock" not in c:
+            continue
+        for impl in ("fused", "fused_channels_last"):
+            if impl in c:
+                labels.append("%s %s %s" % (model, mode, impl.replace("fused_", "")))
+                values.append(c[impl] / c["stock"])
+                colors.append("tab:green" if mode == "eval" else "tab:red")
+    if not values:
+        raise SystemExit("report: no stock/fused pairs in the JSON to chart")
+    fig, ax = plt.subplots(figsize=(8, 0.32 * len(values) + 1.2))
+    ax.barh(range(len(values)), values, color=colors)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup over stock Paddle (higher is better)")
+    for i, v in enumerate(values):
+        ax.text(v, i, " %.2fx" % v, va="center", fontsize=7)
+    machine = data.get("machine_info", {}).get("cpu", {})
+    ax.set_title("paddle_fastconv vs stock, %s, %s threads" % (
+        machine.get("brand_raw", "?"),
+        data["benchmarks"][0]["extra_info"].get("threads", "?")), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def compare(old_path, new_path, threshold):
+    """Prints per-case median changes; returns the number of regressions."""
+    runs = []
+    for p in (old_path, new_path):
+        with open(p) as f:
+            runs.append({b["fullname"]: b["stats"]["median"] for b in json.load(f)["benchmarks"]})
+    old, new = runs
+    common = sorted(set(old) & set(new))
+    if not common:
+        raise SystemExit("report: the two runs have no benchmark in common")
+    print("| case | old ms | new ms | change |")
+    print("|---|---|---|---|")
+    slower = 0
+    for name in common:
+        change = new[name] / old[name] - 1
+        flag = " **slower**" if change > threshold else ""
+        slower += bool(flag)
+        print("| %s | %.2f | %.2f | %+.1f%%%s |" % (name.split("::")[-1], old[name] * 1e3,
+                                                    new[name] * 1e3, 100 * change, flag))
+    only = sorted(set(old) ^ set(new))
+    if only:
+        print("\nin one run only: %s" % ", ".join(n.split("::")[-1] for n in only))
+    print("\n%d of %d cases slower by more than %.0f%%" % (slower, len(common),
+                                                          100 * threshold))
+    return slower
 
 
 def main(path):
@@ -80,5 +149,26 @@ def main(path):
                         machine.get("cpu", {}).get("count", "?"), threads))
 
 
+def cli(argv=None):
+    p = argparse.ArgumentParser(description="Markdown tables, a PNG chart, or a regression "
+                                            "comparison of benchmarks/ JSON results.")
+    p.add_argument("json", nargs="?", help="a --benchmark-json file of benchmarks/")
+    p.add_argument("--png", help="also draw the speedups into this PNG (needs matplotlib)")
+    p.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                   help="compare two runs case by case instead")
+    p.add_argument("--threshold", type=float, default=0.10,
+                   help="slowdown fraction that counts as a regression (default 0.10)")
+    args = p.parse_args(argv)
+    if args.compare:
+        return 1 if compare(args.compare[0], args.compare[1], args.threshold) else 0
+    if not args.json:
+        p.error("give a JSON file, or --compare OLD NEW")
+    main(args.json)
+    if args.png:
+        with open(args.json) as f:
+            chart(json.load(f), args.png)
+    return 0
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(cli())

@@ -29,6 +29,10 @@ def _parser():
                    % os.cpu_count())
     b.add_argument("--repeat", type=int, default=5, help="timed runs per case; the median is shown")
     b.add_argument("--json", help="also write the results to this JSON file")
+    b.add_argument("--png", help="also draw the speedups into this PNG (needs matplotlib)")
+    b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="where to run; auto: the GPU when Paddle has CUDA and one is "
+                        "present, else the CPU (default auto)")
     return p
 
 
@@ -54,7 +58,21 @@ def main(argv=None):
         return
     from paddle.base import core
 
+    import paddle
+
     from . import bench
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if args.device == "gpu" and not has_gpu:
+        raise SystemExit("bench: --device gpu needs a CUDA build of Paddle and a GPU; "
+                         "this Paddle %s" % ("sees no GPU" if paddle.device.is_compiled_with_cuda()
+                                             else "is a CPU build"))
+    paddle.set_device("gpu" if args.device == "gpu" or (args.device == "auto" and has_gpu)
+                      else "cpu")
+    if args.png:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise SystemExit("bench: --png needs matplotlib (pip install matplotlib)")
     paddle_fastconv.set_num_threads(args.threads)
     core.set_num_threads(args.threads)  # Paddle's own CPU kernels (MKL/OpenMP)
     layers = (bench.DEFAULT_LAYERS if args.layers == "default" else
@@ -68,7 +86,7 @@ def main(argv=None):
         raise SystemExit("bench: --image-size must be >= 32")
     models = [] if args.model == "none" else [args.model]
     bench.run(layers, args.batch, modes, args.data_format, args.repeat, args.json,
-              models=models, image_size=args.image_size)
+              models=models, image_size=args.image_size, png_path=args.png)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,21 @@ def conv_flops(cin, cout, k, hw_out, batch):
     return 2.0 * batch * cout * hw_out * hw_out * cin * k * k
 
 
+def _sync():
+    """Waits for queued GPU work (a no-op on the CPU), so timings are real."""
+    if not paddle.get_device().startswith("cpu"):
+        paddle.device.synchronize()
+
+
 def _median_ms(fn, repeat, warmup=2):
     for _ in range(warmup):
         fn()
+    _sync()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t)
     return statistics.median(times) * 1e3
 
@@ -106,7 +114,7 @@ def bench_layer(name, batch=8, data_format="NCHW", mode="eval", repeat=5):
         with paddle.no_grad():
             row["stock_ms"] = _median_ms(stock, repeat)
             row["fused_ms"] = _median_ms(lambda: fused(x), repeat)
-            if runtime.onednn_available():
+            if runtime.onednn_available() and x.place.is_cpu_place():
                 w = conv.weight
                 row["onednn_conv_ms"] = _median_ms(
                     lambda: onednn_conv2d(x, w, stride=s, padding=p, data_format=data_format),
@@ -132,8 +140,32 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def write_chart(rows, model_rows, path, title=""):
+    """A PNG bar chart of the fused-over-stock speedups (needs matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    labels = ["%s %s %s" % (r["layer"], r["mode"], r["data_format"]) for r in rows]
+    values = [r["speedup"] for r in rows]
+    for r in model_rows:
+        for k in ("fused", "fused_channels_last"):
+            labels.append("%s %s %s" % (r["model"], r["mode"], k))
+            values.append(r[k] / r["stock"])
+    fig, ax = plt.subplots(figsize=(8, 0.35 * len(values) + 1.2))
+    ax.barh(range(len(values)), values, color="tab:blue")
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup over stock Paddle (higher is better)")
+    for i, v in enumerate(values):
+        ax.text(v, i, " %.2fx" % v, va="center", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdout,
-        models=(), image_size=224, model_repeat=3):
+        models=(), image_size=224, model_repeat=3, png_path=None):
     from . import bench_models
     rows, model_rows = [], []
     jobs = [("layer", n, m) for n in layers for m in modes] + \
@@ -156,8 +188,14 @@ def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdou
         out.write("models: batch %d, %dx%d, %d threads, fp32, median of %d runs; "
                   "paddle.inference runs the exported stock model with oneDNN\n"
                   % (batch, image_size, image_size, threads, model_repeat))
+    device = paddle.get_device()
     if json_path:
         with open(json_path, "w") as f:
             json.dump({"rows": rows, "models": model_rows, "threads": threads,
-                       "paddle": paddle.__version__}, f, indent=2)
+                       "device": device, "paddle": paddle.__version__}, f, indent=2)
+    if png_path and (rows or model_rows):
+        write_chart(rows, model_rows, png_path,
+                    "paddle_fastconv vs stock on %s, batch %d, %d threads"
+                    % (device, batch, threads))
+        out.write("chart: %s\n" % png_path)
     return rows, model_rows

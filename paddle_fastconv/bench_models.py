@@ -65,7 +65,8 @@ def bench_model(name, batch, size, mode, repeat, threads):
             ref = stock(x).numpy()
             fns = {"stock": lambda: stock(x)}
             fns.update({k: (lambda m=m: m(x)) for k, m in variants.items()})
-            fns["paddle_inference"] = inference_runner(stock, x, size, threads)
+            if x.place.is_cpu_place():  # the oneDNN deployment engine (CPU)
+                fns["paddle_inference"] = inference_runner(stock, x, size, threads)
             for k, fn in fns.items():
                 got = fn()
                 got = got if isinstance(got, np.ndarray) else got.numpy()

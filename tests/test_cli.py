@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from conftest import has_gpu
+
 
 def _run(args, cwd, env_threads="1"):
     import os
@@ -36,9 +38,21 @@ def test_bench_tiny_layer_run_writes_json(tmp_path):
     assert rows[0]["max_rel_err"] < 1e-4 and rows[0]["threads"] == 1
 
 
+def test_bench_png_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "b.png"
+    p = _run(["bench", "--layers", "conv1x1_64x256_56", "--model", "none", "--batch", "1",
+              "--repeat", "1", "--mode", "eval", "--threads", "1", "--png", str(out)],
+             tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.parametrize("args,msg", [
     (["bench", "--layers", "nope", "--model", "none"], "unknown layer"),
     (["bench", "--threads", "0"], "must be >= 1"),
+    pytest.param(["bench", "--device", "gpu", "--model", "none"], "--device gpu needs",
+                 marks=pytest.mark.skipif(has_gpu(), reason="a GPU is present")),
 ])
 def test_bench_argument_errors(tmp_path, args, msg):
     p = _run(args, tmp_path)

@@ -1,0 +1,57 @@
+"""benchmarks/report.py: tables, chart and the regression comparison, on
+small pytest-benchmark-shaped JSON files."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "benchmarks", "report.py")
+
+
+def _bench_json(path, fused_ms):
+    def case(impl, ms, mode="eval"):
+        return {"fullname": "benchmarks/test_bench_conv_bn_act.py::test_%s[conv3x3-%s-NCHW]"
+                            % (mode, impl),
+                "stats": {"median": ms / 1e3},
+                "extra_info": {"layer": "conv3x3_64x64_56", "mode": mode, "impl": impl,
+                               "data_format": "NCHW", "threads": 2, "gflops": 100.0,
+                               "peak_mib": 50.0 if mode == "train" else None}}
+    data = {"machine_info": {"cpu": {"brand_raw": "test cpu", "count": 2}},
+            "benchmarks": [case("stock", 30.0), case("fused", fused_ms),
+                           case("stock", 90.0, "train"), case("fused", 60.0, "train")]}
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, REPORT] + list(args), capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_table_shows_speedups_and_peaks(tmp_path):
+    p = _run(_bench_json(tmp_path / "a.json", 10.0))
+    assert p.returncode == 0, p.stderr
+    assert "| conv3x3_64x64_56 | eval | NCHW | 30.0 | 10.0 | 3.00x |" in p.stdout
+    assert "| conv3x3_64x64_56 | train | NCHW | 90.0 | 60.0 | 1.50x | - | 100 | 50 / 50 |" \
+        in p.stdout
+
+
+def test_compare_flags_a_regression_and_passes_otherwise(tmp_path):
+    old = _bench_json(tmp_path / "old.json", 10.0)
+    slower = _bench_json(tmp_path / "slow.json", 12.5)
+    same = _bench_json(tmp_path / "same.json", 10.4)
+    p = _run("--compare", old, slower)
+    assert p.returncode == 1 and "+25.0% **slower**" in p.stdout, p.stdout
+    p = _run("--compare", old, same)
+    assert p.returncode == 0 and "0 of 4 cases slower" in p.stdout, p.stdout
+
+
+def test_png_chart(tmp_path):
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "chart.png"
+    p = _run(_bench_json(tmp_path / "a.json", 10.0), "--png", str(out))
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
