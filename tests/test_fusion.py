@@ -254,3 +254,18 @@ def test_checkpoint_files_interchangeable(tmp_path):
     stock.eval(), again.eval()
     with paddle.no_grad():
         assert_close(again(x), stock(x), "out", what="logits after load")
+
+
+def test_builder_nhwc_takes_nhwc_images():
+    stock = resnet18(num_classes=10)
+    nhwc = models.resnet18(fused=True, num_classes=10, data_format="NHWC")
+    assert sorted(nhwc.state_dict()) == sorted(stock.state_dict())
+    nhwc.set_state_dict(stock.state_dict())
+    x = paddle.randn([2, 3, 32, 32])
+    stock.eval(), nhwc.eval()
+    with paddle.no_grad():
+        assert_close(nhwc(x.transpose([0, 2, 3, 1])), stock(x), "out", what="logits")
+    with pytest.raises(ValueError, match="needs fused=True"):
+        models.resnet18(fused=False, data_format="NHWC")
+    with pytest.raises(ValueError, match="'data_format'"):
+        models.resnet50(data_format="CHWN")
