@@ -50,9 +50,6 @@ def _peaks(stock, fused):
 
 def chart(data, path):
     """Bar chart of fused-over-stock speedups (layers and whole models)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     labels, values, colors = [], [], []
     for layer, mode, fmt, c in rows(data):
         labels.append("%s %s %s" % (layer.replace("conv", ""), mode, fmt))
@@ -68,20 +65,23 @@ def chart(data, path):
                 colors.append("tab:green" if mode == "eval" else "tab:red")
     if not values:
         raise SystemExit("report: no stock/fused pairs in the JSON to chart")
-    fig, ax = plt.subplots(figsize=(8, 0.32 * len(values) + 1.2))
-    ax.barh(range(len(values)), values, color=colors)
-    ax.set_yticks(range(len(values)), labels, fontsize=8)
-    ax.axvline(1.0, color="black", lw=0.8)
-    ax.invert_yaxis()
-    ax.set_xlabel("speedup over stock Paddle (higher is better)")
-    for i, v in enumerate(values):
-        ax.text(v, i, " %.2fx" % v, va="center", fontsize=7)
     machine = data.get("machine_info", {}).get("cpu", {})
-    ax.set_title("paddle_fastconv vs stock, %s, %s threads" % (
-        machine.get("brand_raw", "?"),
-        data["benchmarks"][0]["extra_info"].get("threads", "?")), fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _chart_module().speedup_chart(
+        labels, values, path, "paddle_fastconv vs stock, %s, %s threads" % (
+            machine.get("brand_raw", "?"),
+            data["benchmarks"][0]["extra_info"].get("threads", "?")), colors)
+
+
+def _chart_module():
+    # paddle_fastconv/chart.py on its own: importing the package would load Paddle.
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "paddle_fastconv", "chart.py")
+    spec = importlib.util.spec_from_file_location("paddle_fastconv_chart", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def compare(old_path, new_path, threshold):

@@ -142,26 +142,14 @@ def format_table(rows):
 
 def write_chart(rows, model_rows, path, title=""):
     """A PNG bar chart of the fused-over-stock speedups (needs matplotlib)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .chart import speedup_chart
     labels = ["%s %s %s" % (r["layer"], r["mode"], r["data_format"]) for r in rows]
     values = [r["speedup"] for r in rows]
     for r in model_rows:
         for k in ("fused", "fused_channels_last"):
             labels.append("%s %s %s" % (r["model"], r["mode"], k))
             values.append(r[k] / r["stock"])
-    fig, ax = plt.subplots(figsize=(8, 0.35 * len(values) + 1.2))
-    ax.barh(range(len(values)), values, color="tab:blue")
-    ax.set_yticks(range(len(values)), labels, fontsize=8)
-    ax.axvline(1.0, color="black", lw=0.8)
-    ax.invert_yaxis()
-    ax.set_xlabel("speedup over stock Paddle (higher is better)")
-    for i, v in enumerate(values):
-        ax.text(v, i, " %.2fx" % v, va="center", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    speedup_chart(labels, values, path, title)
 
 
 def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdout,

@@ -34,6 +34,16 @@ struct ConvBnActAttrs {
 
 using OptTensor = paddle::optional<paddle::Tensor>;
 
+// Bias and Residual are always inputs; absence is a 1-element placeholder of
+// a rank the real tensor never has: [1, 1] for the bias (really [O]) and [1]
+// for the residual (really 4-D). Optional inputs would make their gradients
+// optional outputs, which static graphs of some Paddle versions mis-index,
+// and Paddle 2.6 rejects a 0-element gradient (it has no memory).
+inline OptTensor present(const paddle::Tensor& t, size_t real_rank) {
+  if (t.initialized() && t.shape().size() == real_rank) return t;
+  return paddle::none;
+}
+
 // Returns {Y, SavedZ, SavedMean, SavedInvStd}; updates running_mean/var in
 // place when training.
 std::vector<paddle::Tensor> conv_bn_act_forward_cpu(

@@ -83,16 +83,6 @@ ConvGeometry check_inputs(const paddle::Tensor& x, const paddle::Tensor& w,
   return g;
 }
 
-// Bias and Residual are always inputs; absence is a 1-element placeholder of
-// a rank the real tensor never has: [1, 1] for the bias (really [O]) and [1]
-// for the residual (really 4-D). Optional inputs would make their gradients
-// optional outputs, which static graphs of some Paddle versions mis-index,
-// and Paddle 2.6 rejects a 0-element gradient (it has no memory).
-OptTensor present(const paddle::Tensor& t, size_t real_rank) {
-  if (t.initialized() && t.shape().size() == real_rank) return t;
-  return paddle::none;
-}
-
 std::vector<paddle::Tensor> ConvBnActForward(
     const paddle::Tensor& x, const paddle::Tensor& w,
     const paddle::Tensor& bias_in, const paddle::Tensor& scale,

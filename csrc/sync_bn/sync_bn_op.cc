@@ -37,11 +37,6 @@ ConvBnActAttrs conv_attrs(const std::vector<int>& strides,
   return a;
 }
 
-OptTensor present(const paddle::Tensor& t, size_t real_rank) {
-  if (t.initialized() && t.shape().size() == real_rank) return t;
-  return paddle::none;
-}
-
 void check_channels(const paddle::Tensor& t, int64_t c, const char* name) {
   check_cpu_float(t, name);
   FC_CHECK_ARG(t.shape() == std::vector<int64_t>{c}, kSyncBnOp, name,
