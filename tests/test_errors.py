@@ -189,3 +189,32 @@ def test_inf_propagates_like_stock():
     with paddle.no_grad():
         a, b = fused(x).numpy(), stock_forward(conv, bn, "none", x).numpy()
     np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+
+
+@pytest.mark.parametrize("case", ["stats_gpu_refused_or_bad_bias", "apply_bad_mean",
+                                  "backward_bad_sums", "backward_bad_count"])
+def test_sync_bn_phase_ops_check_their_arguments(case):
+    """The SyncBatchNorm phase ops, called directly: exceptions naming the op
+    and the argument, never an abort."""
+    from paddle_fastconv._loader import OPS
+    x, w = paddle.randn([2, 4, 6, 6]), paddle.randn([8, 4, 3, 3])
+    conv = ([1, 1], [1, 1, 1, 1], [1, 1], 1, "NCHW")
+    z, stats = OPS["fastconv_sync_bn_conv_stats"](x, w, paddle.zeros([1, 1]), *conv)
+    assert list(z.shape) == [2, 8, 6, 6] and list(stats.shape) == [3, 8]
+    c = paddle.ones([8])
+    with pytest.raises(Exception, match="fastconv_sync_bn: argument"):
+        if case == "stats_gpu_refused_or_bad_bias":
+            OPS["fastconv_sync_bn_conv_stats"](x, w, paddle.zeros([5]), *conv)
+        elif case == "apply_bad_mean":
+            OPS["fastconv_sync_bn_apply"](z, paddle.ones([7]), c, c, c, paddle.zeros([1]),
+                                          "NCHW", "relu")
+        else:
+            sums = paddle.zeros([2, 8], "float64")
+            if case == "backward_bad_sums":
+                sums = paddle.zeros([2, 8], "float32")
+            count = 1 if case == "backward_bad_count" else 72
+            OPS["fastconv_sync_bn_backward"](z, z, z, x, w, c, c, c, sums, *conv[:4],
+                                             "NCHW", "relu", count, False)
+    fused, conv_l, bn = make_pair(4, 8, 3, 1, 1)
+    xx = paddle.randn([2, 4, 6, 6])
+    assert_close(fused(xx), stock_forward(conv_l, bn, "relu", xx), "out")
