@@ -12,8 +12,10 @@ What is fused:
   `nn.Sequential`.
 Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 """
+import paddle
 from paddle import nn
 
+from .ops import max_pool2d_nhwc
 
 from .nn import conv_bn_from_layers as _apply
 
@@ -137,13 +139,33 @@ def _fuse_resnet_stem(layer, report, prefix, data_format):
     if data_format == "NHWC":
         # The rest of the network runs on NHWC activations; the pools follow.
         mp = layer.maxpool
-        layer.maxpool = _Swapped(mp, nn.MaxPool2D(mp.ksize, mp.stride, mp.padding,
-                                                  ceil_mode=mp.ceil_mode,
-                                                  data_format="NHWC"))
+        layer.maxpool = _Swapped(mp, _MaxPoolNHWC(mp))
         ap = layer.avgpool
         layer.avgpool = _Swapped(ap, nn.AdaptiveAvgPool2D(ap._output_size,
                                                           data_format="NHWC"))
         report.append((prefix + "maxpool/avgpool", "NHWC"))
+
+
+class _MaxPoolNHWC(nn.Layer):
+    """The NHWC version of a stock MaxPool2D: this package's CPU kernel (about
+    3x faster than Paddle's NHWC max pool) for float32 CPU tensors, Paddle's
+    NHWC max pool elsewhere (GPU) and for options the kernel does not take."""
+
+    def __init__(self, mp):
+        super().__init__()
+        self.stock = nn.MaxPool2D(mp.ksize, mp.stride, mp.padding, ceil_mode=mp.ceil_mode,
+                                  data_format="NHWC")
+        pad = mp.padding
+        self.ours = not mp.ceil_mode and not mp.return_mask and (
+            isinstance(pad, int) or (isinstance(pad, (list, tuple)) and len(pad) == 2))
+        self.args = (mp.ksize, mp.stride, pad)
+
+    def forward(self, x):
+        on_cpu = x.place.is_cpu_place() if paddle.in_dynamic_mode() else \
+            not paddle.is_compiled_with_cuda()
+        if self.ours and x.dtype == paddle.float32 and on_cpu:
+            return max_pool2d_nhwc(x, *self.args)
+        return self.stock(x)
 
 
 class _Swapped(nn.Layer):

@@ -237,3 +237,21 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     pads = _args.paddings(padding, op, data_format, kernel=list(weight.shape[2:4]),
                           stride=strides, dilation=dilations, spatial=spatial)
     return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format)
+
+
+def max_pool2d_nhwc(x, kernel_size, stride=None, padding=0):
+    """Max pooling of an NHWC float32 CPU tensor (floor mode; padded positions
+    never win), with backward: paddle.nn.functional.max_pool2d(x, ...,
+    data_format="NHWC") at about a third of its time on the CPU. Used by
+    fuse(..., channels_last=True) for the ResNet stem."""
+    op = "fastconv_max_pool_nhwc"
+    _args.check_tensor(x, "x", op, ndim=4)
+    k = _args.pair(kernel_size, "kernel_size", op)
+    s = _args.pair(stride if stride is not None else kernel_size, "stride", op)
+    p = _args.pair(padding, "padding", op, minimum=0)
+    if p[0] >= k[0] or p[1] >= k[1]:
+        raise ValueError("%s: argument 'padding' %s must be smaller than kernel_size %s"
+                         % (op, p, k))
+    if x.dtype != paddle.float32:
+        raise TypeError("%s: argument 'x' must be float32, got %s" % (op, x.dtype))
+    return OPS[op](x, k, s, p)[0]
