@@ -144,10 +144,11 @@ def test_fuse_rejects_non_layers_and_leaves_unknown_layers():
     assert report == [] and type(lin[0]) is nn.Linear
 
 
-def test_fused_resnet_jit_save_and_inference(tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_fused_resnet_jit_save_and_inference(tmp_path, channels_last):
     import os
     from paddle.static import InputSpec
-    model = models.resnet18(fused=True, num_classes=10)
+    model = pf.fuse(resnet18(num_classes=10), channels_last=channels_last)
     x = paddle.randn([2, 3, 64, 64])
     model(x)  # a training step moves the running statistics
     model.eval()
