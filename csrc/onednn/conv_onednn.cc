@@ -28,12 +28,12 @@ LruCache<const ConvBackwardPlan>& bwd_cache() {
 }
 
 // Whether activations are handed to oneDNN in their plain layout (see header).
-bool use_plain_activations(const ConvGeometry& g) {
+bool use_plain_activations(const ConvGeometry& g, bool inference) {
   static const char* env = std::getenv("PADDLE_FASTCONV_CONV_LAYOUT");
   if (env && std::strcmp(env, "plain") == 0) return true;
   if (env && std::strcmp(env, "blocked") == 0) return false;
   if (g.channels_last) return true;
-  return g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+  return !inference && g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
          g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 &&
          g.pad_right == 0 && g.groups == 1;
 }
@@ -43,7 +43,7 @@ struct Descs {
   memory::dims strides, dilates, pad_l, pad_r;
 };
 
-Descs make_descs(const ConvGeometry& g, bool with_bias) {
+Descs make_descs(const ConvGeometry& g, bool with_bias, bool inference) {
   Descs d;
   const tag act_tag = g.channels_last ? tag::nhwc : tag::nchw;
   const memory::dims src_dims = {g.N, g.C, g.H, g.W};
@@ -60,7 +60,7 @@ Descs make_descs(const ConvGeometry& g, bool with_bias) {
   d.src_plain = memory::desc(src_dims, dt::f32, act_tag);
   d.dst_plain = memory::desc(dst_dims, dt::f32, act_tag);
   d.wei_plain = memory::desc(wei_dims, dt::f32, wei_tag);
-  const bool plain = use_plain_activations(g);
+  const bool plain = use_plain_activations(g, inference);
   d.src = plain ? d.src_plain : memory::desc(src_dims, dt::f32, tag::any);
   d.dst = plain ? d.dst_plain : memory::desc(dst_dims, dt::f32, tag::any);
   d.wei = memory::desc(wei_dims, dt::f32, tag::any);
@@ -114,7 +114,7 @@ void run_reorder(const dnnl::reorder& r, const memory& from, const memory& to,
 
 ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
     : g_(g), o_(o) {
-  Descs d = make_descs(g, o.with_bias);
+  Descs d = make_descs(g, o.with_bias, o.inference);
   user_src_ = d.src_plain;
   user_dst_ = d.dst_plain;
   user_wei_ = d.wei_plain;
@@ -222,7 +222,7 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
 
 ConvBackwardPlan::ConvBackwardPlan(const ConvGeometry& g, bool with_bias)
     : g_(g), with_bias_(with_bias) {
-  Descs d = make_descs(g, with_bias);
+  Descs d = make_descs(g, with_bias, /*inference=*/false);
   user_src_ = d.src_plain;
   user_dst_ = d.dst_plain;
   user_wei_ = d.wei_plain;
