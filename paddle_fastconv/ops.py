@@ -88,6 +88,11 @@ def _out_size(size, k, stride, dilation, pad_lo, pad_hi):
     return span // stride + 1 if span >= 0 else 0
 
 
+# The wrappers branch on Python values only (attributes, shapes, the mode),
+# never on tensor values: dy2static must not rewrite them (Paddle 2.6's
+# rewrite of an early return broke _absent), they run as plain Python while a
+# static program is traced and add the op to it.
+@paddle.jit.not_to_static
 def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
                 bias=None, residual=None, stride=1, padding=0, dilation=1,
                 groups=1, data_format="NCHW", act="relu", training=True,
@@ -239,6 +244,7 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format)
 
 
+@paddle.jit.not_to_static
 def max_pool2d_nhwc(x, kernel_size, stride=None, padding=0):
     """Max pooling of an NHWC float32 CPU tensor (floor mode; padded positions
     never win), with backward: paddle.nn.functional.max_pool2d(x, ...,
