@@ -9,6 +9,29 @@ namespace fastconv {
 namespace cpu {
 
 int num_threads() { return omp_get_max_threads(); }
+
+void bn_affine_coefficients(const float* gamma, const float* beta,
+                            const float* mean, const float* invstd,
+                            int64_t channels, float* a, float* b) {
+  for (int64_t c = 0; c < channels; ++c) {
+    a[c] = gamma[c] * invstd[c];
+    b[c] = beta[c] - mean[c] * a[c];
+  }
+}
+
+void bn_backward_coefficients(const float* gamma, const float* invstd,
+                              const double* sum_g, const double* sum_gxmu,
+                              double count, bool batch_stats, int64_t channels,
+                              float* k1, float* k2, float* k3) {
+  for (int64_t c = 0; c < channels; ++c) {
+    const double is = invstd[c], gm = gamma[c];
+    k1[c] = static_cast<float>(gm * is);
+    k2[c] = batch_stats
+                ? static_cast<float>(-gm * is * is * is * sum_gxmu[c] / count)
+                : 0.f;
+    k3[c] = batch_stats ? static_cast<float>(-gm * is * sum_g[c] / count) : 0.f;
+  }
+}
 void set_num_threads(int n) { omp_set_num_threads(std::max(1, n)); }
 
 namespace {

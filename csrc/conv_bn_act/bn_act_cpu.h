@@ -19,6 +19,27 @@ struct ChannelView {
   int64_t count() const { return outer * inner; }  // per channel
 };
 
+// The view of a [N, C, H, W] (nhwc=false) or [N, H, W, C] tensor.
+inline ChannelView view_of_4d(int64_t d0, int64_t d1, int64_t d2, int64_t d3,
+                              bool nhwc) {
+  return nhwc ? ChannelView{d0 * d1 * d2, d3, 1} : ChannelView{d0, d1, d2 * d3};
+}
+
+// Normalize as one affine map per channel: a = gamma * invstd,
+// b = beta - mean * a (then y = act(z * a + b ...), see bn_act_forward).
+void bn_affine_coefficients(const float* gamma, const float* beta,
+                            const float* mean, const float* invstd,
+                            int64_t channels, float* a, float* b);
+
+// The coefficients of bn_act_backward_apply from the reductions of
+// bn_act_backward_reduce over `count` values per channel: k1 = gamma * invstd;
+// with batch statistics k2 = -gamma * invstd^3 * sum_gxmu / count and
+// k3 = -gamma * invstd * sum_g / count, with running statistics k2 = k3 = 0.
+void bn_backward_coefficients(const float* gamma, const float* invstd,
+                              const double* sum_g, const double* sum_gxmu,
+                              double count, bool batch_stats, int64_t channels,
+                              float* k1, float* k2, float* k3);
+
 // Per-channel mean and biased variance (shifted sums accumulated in double:
 // accurate for large counts and means far from zero).
 void channel_stats(const float* z, ChannelView v, float* mean, float* var);

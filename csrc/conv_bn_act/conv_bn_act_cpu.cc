@@ -65,8 +65,8 @@ namespace {
 bool use_onednn() { return cpu_conv_engine() == CpuConvEngine::kOneDNN; }
 
 cpu::ChannelView out_view(const ConvGeometry& g) {
-  return g.channels_last ? cpu::ChannelView{g.N * g.OH * g.OW, g.O, 1}
-                         : cpu::ChannelView{g.N, g.O, g.OH * g.OW};
+  const std::vector<int64_t> s = g.out_shape();
+  return cpu::view_of_4d(s[0], s[1], s[2], s[3], g.channels_last);
 }
 
 void check_cpu_dtype(const paddle::Tensor& x) {
@@ -113,12 +113,23 @@ paddle::Tensor conv_train(const ConvGeometry& g, const ConvBnActAttrs& a,
 
 }  // namespace
 
+// oneDNN's CPU convolution kernels (and Paddle's) crash on tensors of 2^31
+// or more elements; our own kernels index with 64 bits. Refuse such calls.
+void check_cpu_tensor_sizes(const ConvGeometry& g) {
+  constexpr int64_t kMax = int64_t{1} << 31;
+  FC_CHECK_ARG(g.in_numel() < kMax && g.out_numel() < kMax, kConvBnActOp, "x",
+               "gives tensors of ", g.in_numel(), " (input) and ",
+               g.out_numel(), " (output) elements; the CPU convolution "
+               "supports fewer than 2^31 elements per tensor. Split the batch.");
+}
+
 paddle::Tensor conv_forward_train_cpu(const ConvGeometry& g,
                                       const ConvBnActAttrs& a,
                                       const paddle::Tensor& x,
                                       const paddle::Tensor& w,
                                       const OptTensor& bias) {
   check_cpu_dtype(x);
+  check_cpu_tensor_sizes(g);
   return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
 #ifdef FASTCONV_WITH_ONEDNN
     onednn::ScratchScope scope;
@@ -132,6 +143,7 @@ std::vector<paddle::Tensor> conv_backward_cpu(const ConvGeometry& g,
                                               const paddle::Tensor& x,
                                               const paddle::Tensor& w,
                                               const paddle::Tensor& dz) {
+  check_cpu_tensor_sizes(g);
   return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
 #ifdef FASTCONV_WITH_ONEDNN
     if (use_onednn()) {
@@ -197,10 +209,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu_impl(
     // Paddle conv: BN applied after the convolution with running statistics.
     paddle::Tensor z = conv_train(g, a, x, w, bias);
     std::vector<float> ca(O), cb(O);
-    for (int64_t c = 0; c < O; ++c) {
-      ca[c] = gamma[c] * si[c];
-      cb[c] = beta[c] - sm[c] * ca[c];
-    }
+    cpu::bn_affine_coefficients(gamma, beta, sm, si, O, ca.data(), cb.data());
     cpu::bn_act_forward(z.data<float>(), opt_data(residual), ca.data(),
                         cb.data(), a.relu(), y.data<float>(), v);
     return {y, no_z, save_mean, save_invstd};
@@ -215,13 +224,12 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu_impl(
   const float m = a.momentum;
   for (int64_t c = 0; c < O; ++c) {
     si[c] = 1.f / std::sqrt(var[c] + a.epsilon);
-    ca[c] = gamma[c] * si[c];
-    cb[c] = beta[c] - sm[c] * ca[c];
     // paddle.nn.BatchNorm2D: running = momentum * running + (1 - momentum) *
     // batch, with the biased batch variance.
     rm[c] = m * rm[c] + (1.f - m) * sm[c];
     rv[c] = m * rv[c] + (1.f - m) * var[c];
   }
+  cpu::bn_affine_coefficients(gamma, beta, sm, si, O, ca.data(), cb.data());
   cpu::bn_act_forward(z.data<float>(), opt_data(residual), ca.data(), cb.data(),
                       a.relu(), y.data<float>(), v);
   timer.mark("normalize+act");
@@ -265,20 +273,14 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
 
   paddle::Tensor dscale = paddle::empty({O}, paddle::DataType::FLOAT32, place);
   paddle::Tensor dshift = paddle::empty({O}, paddle::DataType::FLOAT32, place);
-  std::vector<float> k1(O), k2(O), k3(O);
-  const double M = static_cast<double>(v.count());
   for (int64_t c = 0; c < O; ++c) {
-    const double is = invstd[c];
     dshift.data<float>()[c] = static_cast<float>(sum_g[c]);
-    dscale.data<float>()[c] = static_cast<float>(sum_gxmu[c] * is);
-    k1[c] = static_cast<float>(gamma[c] * is);
-    if (a.training) {
-      k2[c] = static_cast<float>(-gamma[c] * is * is * is * sum_gxmu[c] / M);
-      k3[c] = static_cast<float>(-gamma[c] * is * sum_g[c] / M);
-    } else {
-      k2[c] = k3[c] = 0.f;
-    }
+    dscale.data<float>()[c] = static_cast<float>(sum_gxmu[c] * invstd[c]);
   }
+  std::vector<float> k1(O), k2(O), k3(O);
+  cpu::bn_backward_coefficients(gamma, invstd, sum_g.data(), sum_gxmu.data(),
+                                static_cast<double>(v.count()), a.training, O,
+                                k1.data(), k2.data(), k3.data());
   // dz only feeds the convolution backward: with oneDNN it lives in the
   // thread's scratch arena (warm, reused memory) instead of a fresh tensor.
   paddle::Tensor dz_tensor;
@@ -307,7 +309,7 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
   paddle::Tensor dbias;
   if (bias)
     dbias = bias_grad ? paddle::empty({O}, x.dtype(), place)
-                      : paddle::experimental::full({O}, 0, x.dtype(), place);
+                      : paddle::full({O}, 0, x.dtype(), place);
 #ifdef FASTCONV_WITH_ONEDNN
   if (use_onednn()) {
     paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), place);
@@ -336,16 +338,6 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
 }
 
 // The entry points: oneDNN failures become Paddle errors (see run_guarded).
-// oneDNN's CPU convolution kernels (and Paddle's) crash on tensors of 2^31
-// or more elements; our own kernels index with 64 bits. Refuse such calls.
-void check_cpu_tensor_sizes(const ConvGeometry& g) {
-  constexpr int64_t kMax = int64_t{1} << 31;
-  FC_CHECK_ARG(g.in_numel() < kMax && g.out_numel() < kMax, kConvBnActOp, "x",
-               "gives tensors of ", g.in_numel(), " (input) and ",
-               g.out_numel(), " (output) elements; the CPU convolution "
-               "supports fewer than 2^31 elements per tensor. Split the batch.");
-}
-
 std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
     const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
     const paddle::Tensor& scale, const paddle::Tensor& shift,

@@ -192,9 +192,9 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
                       {DNNL_ARG_DST, user_dst},
                       {DNNL_ARG_SCRATCHPAD, scratchpad(pd_.scratchpad_desc())}});
     s.wait();
+    const std::vector<int64_t> os = g_.out_shape();
     const cpu::ChannelView v =
-        g_.channels_last ? cpu::ChannelView{g_.N * g_.OH * g_.OW, g_.O, 1}
-                         : cpu::ChannelView{g_.N, g_.O, g_.OH * g_.OW};
+        cpu::view_of_4d(os[0], os[1], os[2], os[3], g_.channels_last);
     cpu::bn_act_forward(y, o_.residual ? residual : nullptr, ones_.data(),
                         o_.with_bias ? bias : zeros_.data(), o_.relu, y, v);
     return;

@@ -10,10 +10,8 @@
 namespace fastconv {
 namespace {
 
-// Channel view of a [N, C, H, W] or [N, H, W, C] tensor.
 cpu::ChannelView view_of(const std::vector<int64_t>& s, bool nhwc) {
-  return nhwc ? cpu::ChannelView{s[0] * s[1] * s[2], s[3], 1}
-              : cpu::ChannelView{s[0], s[1], s[2] * s[3]};
+  return cpu::view_of_4d(s[0], s[1], s[2], s[3], nhwc);
 }
 
 }  // namespace
@@ -51,10 +49,9 @@ paddle::Tensor sync_bn_apply_cpu(const paddle::Tensor& z,
   const cpu::ChannelView v = view_of(z.shape(), nhwc);
   const int64_t C = v.channels;
   std::vector<float> ca(C), cb(C);
-  for (int64_t c = 0; c < C; ++c) {
-    ca[c] = scale.data<float>()[c] * invstd.data<float>()[c];
-    cb[c] = shift.data<float>()[c] - mean.data<float>()[c] * ca[c];
-  }
+  cpu::bn_affine_coefficients(scale.data<float>(), shift.data<float>(),
+                              mean.data<float>(), invstd.data<float>(), C,
+                              ca.data(), cb.data());
   paddle::Tensor y = paddle::empty(z.shape(), z.dtype(), z.place());
   cpu::bn_act_forward(z.data<float>(), residual ? residual->data<float>() : nullptr,
                       ca.data(), cb.data(), relu, y.data<float>(), v);
@@ -90,16 +87,13 @@ std::vector<paddle::Tensor> sync_bn_conv_grad_cpu(
   const double* sum_g = global_sums.data<double>();
   const double* sum_gxmu = sum_g + C;
   std::vector<float> k1(C), k2(C), k3(C);
-  for (int64_t c = 0; c < C; ++c) {
-    const double is = invstd.data<float>()[c], gm = scale.data<float>()[c];
-    k1[c] = static_cast<float>(gm * is);
-    k2[c] = static_cast<float>(-gm * is * is * is * sum_gxmu[c] / global_count);
-    k3[c] = static_cast<float>(-gm * is * sum_g[c] / global_count);
-  }
+  cpu::bn_backward_coefficients(scale.data<float>(), invstd.data<float>(), sum_g,
+                                sum_gxmu, global_count, true, C, k1.data(),
+                                k2.data(), k3.data());
   paddle::Tensor dz = paddle::empty(z.shape(), z.dtype(), z.place());
   paddle::Tensor dres = with_residual
                             ? paddle::empty(z.shape(), z.dtype(), z.place())
-                            : paddle::experimental::full({1}, 0, z.dtype(), z.place());
+                            : paddle::full({1}, 0, z.dtype(), z.place());
   cpu::bn_act_backward_apply(dy.data<float>(), y.data<float>(), z.data<float>(),
                              mean.data<float>(), k1.data(), k2.data(), k3.data(),
                              a.relu(), v, dz.data<float>(),

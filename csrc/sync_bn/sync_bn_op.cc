@@ -19,13 +19,20 @@ void check_cpu_float(const paddle::Tensor& t, const char* name) {
                "must be float32, got ", t.dtype());
 }
 
+void check_layout_act(const std::string& data_format, const std::string& act) {
+  FC_CHECK_ARG(data_format == "NCHW" || data_format == "NHWC", kSyncBnOp,
+               "data_format", "must be 'NCHW' or 'NHWC', got '", data_format,
+               "'");
+  FC_CHECK_ARG(act == "relu" || act == "none", kSyncBnOp, "act",
+               "must be 'relu' or 'none', got '", act, "'");
+}
+
 ConvBnActAttrs conv_attrs(const std::vector<int>& strides,
                           const std::vector<int>& paddings,
                           const std::vector<int>& dilations, int groups,
                           const std::string& data_format,
                           const std::string& act) {
-  FC_CHECK_ARG(act == "relu" || act == "none", kSyncBnOp, "act",
-               "must be 'relu' or 'none', got '", act, "'");
+  check_layout_act(data_format, act);
   ConvBnActAttrs a;
   a.strides = strides;
   a.paddings = paddings;
@@ -73,17 +80,18 @@ std::vector<paddle::Tensor> Apply(const paddle::Tensor& z,
                                   const std::string& act) {
   check_cpu_float(z, "z");
   FC_CHECK_ARG(z.shape().size() == 4, kSyncBnOp, "z", "must be 4-D");
+  check_layout_act(data_format, act);
   const int64_t C = data_format == "NHWC" ? z.shape()[3] : z.shape()[1];
-  for (auto* p : {&mean, &invstd, &scale, &shift})
-    check_channels(*p, C, p == &mean ? "mean" : p == &invstd ? "invstd"
-                          : p == &scale ? "bn_weight" : "bn_bias");
+  check_channels(mean, C, "mean");
+  check_channels(invstd, C, "invstd");
+  check_channels(scale, C, "bn_weight");
+  check_channels(shift, C, "bn_bias");
   const OptTensor residual = present(residual_in, 4);
   if (residual) {
     check_cpu_float(*residual, "residual");
     FC_CHECK_ARG(residual->shape() == z.shape(), kSyncBnOp, "residual",
                  "must have the output shape ", shape_str(z.shape()));
   }
-  conv_attrs({1, 1}, {0, 0}, {1, 1}, 1, data_format, act);
   return {sync_bn_apply_cpu(z, mean, invstd, scale, shift, residual,
                             data_format == "NHWC", act == "relu")};
 }
@@ -94,10 +102,12 @@ std::vector<paddle::Tensor> GradReduce(const paddle::Tensor& dy,
                                        const paddle::Tensor& mean,
                                        const std::string& data_format,
                                        const std::string& act) {
-  for (auto* t : {&dy, &y, &z}) check_cpu_float(*t, "grad_y");
+  check_cpu_float(dy, "grad_y");
+  check_cpu_float(y, "y");
+  check_cpu_float(z, "z");
   FC_CHECK_ARG(dy.shape() == z.shape() && y.shape() == z.shape(), kSyncBnOp,
                "grad_y", "must have the output shape ", shape_str(z.shape()));
-  conv_attrs({1, 1}, {0, 0}, {1, 1}, 1, data_format, act);
+  check_layout_act(data_format, act);
   return {sync_bn_grad_reduce_cpu(dy, y, z, mean, data_format == "NHWC",
                                   act == "relu")};
 }
