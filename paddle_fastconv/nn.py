@@ -3,9 +3,9 @@ import paddle
 from paddle import nn
 
 from . import _args
-from .ops import conv_bn_act
+from .ops import conv_bn_act, inception
 
-__all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock"]
+__all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock", "Inception", "InceptionConv"]
 
 
 def _conv_padding(conv):
@@ -143,3 +143,115 @@ def BasicBlock(inplanes, planes, stride=1, downsample=None, groups=1, base_width
     block = _vision_resnet().BasicBlock(inplanes, planes, stride, downsample, groups,
                                         base_width, dilation, norm_layer)
     return FusedBasicBlock(block)
+
+
+class InceptionConv(nn.Layer):
+    """One convolution of an Inception block: `_conv` (a stock Conv2D, "same"
+    padding, stride 1), then `_bn` (a stock BatchNorm2D) if batch_norm, then
+    ReLU if relu. Without bias and BN its keys are those of
+    paddle.vision.models.googlenet.ConvLayer (`_conv.weight`)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, bias=False,
+                 batch_norm=False, relu=False, data_format="NCHW", momentum=0.9,
+                 epsilon=1e-5):
+        super().__init__()
+        self._conv = nn.Conv2D(in_channels, out_channels, kernel_size,
+                               padding=(kernel_size - 1) // 2,
+                               bias_attr=None if bias else False, data_format=data_format)
+        self._bn = (nn.BatchNorm2D(out_channels, momentum=momentum, epsilon=epsilon,
+                                   data_format=data_format) if batch_norm else None)
+        self._relu = relu
+
+    def forward(self, x):
+        x = self._conv(x)
+        if self._bn is not None:
+            x = self._bn(x)
+        return nn.functional.relu(x) if self._relu else x
+
+
+class Inception(nn.Layer):
+    """An Inception block (GoogLeNet) as one fused op, training and eval.
+
+    Branches: 1x1; 1x1 -> 3x3; 1x1 -> 5x5; 3x3 max pool -> 1x1; concatenated
+    along channels. The first eight arguments and the sublayer names are those
+    of paddle.vision.models.googlenet.Inception, so its state dicts load
+    unchanged. Three styles:
+
+    - paddle.vision (the default): convolutions without bias or BN, one ReLU
+      after the concat (`conv_bias=False, batch_norm=False, relu="concat"`);
+    - the classic block: bias and ReLU after every convolution
+      (`conv_bias=True, relu="each"`);
+    - Inception-v1 with BN: Conv + BatchNorm + ReLU everywhere
+      (`batch_norm=True, relu="each"`).
+
+    Every convolution is an InceptionConv (`_conv1`, `_conv3r`, `_conv3`,
+    `_conv5r`, `_conv5`, `_convprj`) holding a stock Conv2D (`_conv`) and, with
+    batch_norm, a stock BatchNorm2D (`_bn`). `fused=False` runs those stock
+    layers (and a stock concat): the same numbers, stock speed, any device.
+    `output_channels` is not used (as in paddle.vision); the output has
+    filter1 + filter3 + filter5 + proj channels.
+    """
+
+    _RELUS = ("concat", "each")
+
+    def __init__(self, input_channels, output_channels, filter1, filter3R, filter3,
+                 filter5R, filter5, proj, conv_bias=False, batch_norm=False,
+                 relu="concat", fused=True, data_format="NCHW", momentum=0.9,
+                 epsilon=1e-5):
+        super().__init__()
+        name = "Inception"
+        for arg, v in (("input_channels", input_channels), ("filter1", filter1),
+                       ("filter3R", filter3R), ("filter3", filter3), ("filter5R", filter5R),
+                       ("filter5", filter5), ("proj", proj)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError("%s: argument '%s' must be a positive int, got %r"
+                                 % (name, arg, v))
+        self._relu_each = _args.choice(relu, "relu", self._RELUS, name) == "each"
+        self._data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, name)
+        self.fused = bool(fused)
+        each = self._relu_each
+        conv = lambda cin, cout, k: InceptionConv(  # noqa: E731
+            cin, cout, k, bias=conv_bias, batch_norm=batch_norm, relu=each,
+            data_format=data_format, momentum=momentum, epsilon=epsilon)
+        self._conv1 = conv(input_channels, filter1, 1)
+        self._conv3r = conv(input_channels, filter3R, 1)
+        self._conv3 = conv(filter3R, filter3, 3)
+        self._conv5r = conv(input_channels, filter5R, 1)
+        self._conv5 = conv(filter5R, filter5, 5)
+        self._pool = nn.MaxPool2D(kernel_size=3, stride=1, padding=1, data_format=data_format)
+        self._convprj = conv(input_channels, proj, 1)
+
+    def _stages(self):
+        return (self._conv1, self._conv3r, self._conv3, self._conv5r, self._conv5,
+                self._convprj)
+
+    def _stock_forward(self, x):
+        branches = [self._conv1(x), self._conv3(self._conv3r(x)),
+                    self._conv5(self._conv5r(x)), self._convprj(self._pool(x))]
+        out = paddle.concat(branches, axis=1 if self._data_format == "NCHW" else 3)
+        return out if self._relu_each else nn.functional.relu(out)
+
+    def forward(self, x):
+        if not self.fused:
+            return self._stock_forward(x)
+        stages = self._stages()
+        bn = []
+        for s in stages:
+            b = s._bn
+            if b is None:
+                bn.append(None)
+                continue
+            if b._use_global_stats or b.weight is None or b.bias is None:
+                raise ValueError("Inception: fused BatchNorm2D layers must have affine "
+                                 "parameters and use_global_stats unset; use fused=False")
+            bn.append((b.weight, b.bias, b._mean, b._variance))
+        hyper = {(s._bn._momentum, s._bn._epsilon) for s in stages if s._bn is not None}
+        if len(hyper) > 1:
+            raise ValueError("Inception: the fused op takes one BatchNorm momentum and "
+                             "epsilon for the block, got %s; use fused=False" % sorted(hyper))
+        ref = stages[0]._bn
+        return inception(
+            x, [s._conv.weight for s in stages], [s._conv.bias for s in stages], bn,
+            training=self.training, momentum=ref._momentum if ref else 0.9,
+            epsilon=ref._epsilon if ref else 1e-5, stage_relu=[self._relu_each] * 6,
+            relu_after_concat=not self._relu_each, data_format=self._data_format)

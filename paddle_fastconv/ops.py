@@ -261,3 +261,73 @@ def max_pool2d_nhwc(x, kernel_size, stride=None, padding=0):
     if x.dtype != paddle.float32:
         raise TypeError("%s: argument 'x' must be float32, got %s" % (op, x.dtype))
     return OPS[op](x, k, s, p)[0]
+
+
+INCEPTION_STAGES = ("1x1", "3x3 reduce", "3x3", "5x5 reduce", "5x5", "pool projection")
+
+
+def _stage_list(value, name, op):
+    if value is None:
+        return [None] * 6
+    if not isinstance(value, (list, tuple)) or len(value) != 6:
+        raise ValueError("%s: argument '%s' must be a list of 6 entries (one per convolution: "
+                         "%s), got %r" % (op, name, ", ".join(INCEPTION_STAGES), value))
+    return list(value)
+
+
+@paddle.jit.not_to_static
+def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
+              epsilon=1e-5, stage_relu=(False,) * 6, relu_after_concat=True,
+              data_format="NCHW"):
+    """One Inception block in one op (float32, CPU):
+
+        out = concat([s0(x), s2(s1(x)), s4(s3(x)), s5(max_pool3x3(x))], channel axis)
+        out = relu(out) if relu_after_concat
+
+    where stage i is conv2d(weights[i]) ("same" padding, stride 1) + biases[i]
+    (if given), then batch_norm with bn[i] = (weight, bias, running_mean,
+    running_var) (if given; training/eval semantics of paddle.nn.BatchNorm2D,
+    running statistics updated in place when training), then ReLU if
+    stage_relu[i]. Stages: 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool
+    projection; stages 0, 1, 3 and 5 must be 1x1, stages 2 and 4 square with
+    an odd size. biases, bn: None or lists of 6 whose entries may be None.
+    Each branch writes its slice of the output directly (no concat pass).
+    """
+    op = "fastconv_inception"
+    _args.check_tensor(x, "x", op, ndim=4)
+    data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, op)
+    weights = _stage_list(weights, "weights", op)
+    biases = _stage_list(biases, "biases", op)
+    bn = _stage_list(bn, "bn", op)
+    relus = _stage_list(list(stage_relu), "stage_relu", op)
+    for i, w in enumerate(weights):
+        _args.check_tensor(w, "weights[%d]" % i, op, ndim=4)
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError("%s: argument 'training' must be a bool, got %r" % (op, training))
+    if not isinstance(momentum, (int, float)) or not isinstance(epsilon, (int, float)):
+        raise TypeError("%s: arguments 'momentum' and 'epsilon' must be numbers" % op)
+    if not epsilon >= 0:
+        raise ValueError("%s: argument 'epsilon' must be >= 0, got %r" % (op, epsilon))
+    if paddle.in_dynamic_mode() and not x.place.is_cpu_place():
+        raise ValueError("%s: argument 'x' is on %s; the Inception op runs on CPU tensors "
+                         "only so far (use the stock layers on GPU)" % (op, x.place))
+    bias_in = [b if b is not None else _absent([1, 1], x.dtype, x.place) for b in biases]
+    scale, shift, mean, var = [], [], [], []
+    for i, entry in enumerate(bn):
+        if entry is None:
+            p = _absent([1, 1], paddle.float32, x.place)
+            entry = (p, p, p, p)
+        elif not isinstance(entry, (list, tuple)) or len(entry) != 4:
+            raise ValueError("%s: argument 'bn' entry %d must be None or (weight, bias, "
+                             "running_mean, running_var)" % (op, i))
+        if paddle.in_dynamic_mode():
+            # detached views of the statistics: see conv_bn_act
+            entry = (entry[0], entry[1], entry[2].detach(), entry[3].detach())
+        scale.append(entry[0])
+        shift.append(entry[1])
+        mean.append(entry[2])
+        var.append(entry[3])
+    outs = OPS[op](x, weights, bias_in, scale, shift, mean, var, data_format,
+                   bool(training), float(momentum), float(epsilon),
+                   [int(bool(r)) for r in relus], bool(relu_after_concat))
+    return outs[0]

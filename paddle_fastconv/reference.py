@@ -23,3 +23,28 @@ def conv_bn_act_reference(x, weight, bn_weight, bn_bias, running_mean, running_v
     if act == "relu":
         y = F.relu(y)
     return y
+
+
+def inception_reference(x, weights, biases=None, bn=None, training=True, momentum=0.9,
+                        epsilon=1e-5, stage_relu=(False,) * 6, relu_after_concat=True,
+                        data_format="NCHW"):
+    """ops.inception with stock ops: six conv [-> batch_norm] [-> relu]
+    stages in four branches (1x1; 1x1 -> KxK; 1x1 -> KxK; 3x3 max pool ->
+    1x1), concatenated along channels, then an optional ReLU."""
+    import paddle
+    biases = biases or [None] * 6
+    bn = bn or [None] * 6
+
+    def stage(i, t):
+        k = weights[i].shape[2]
+        t = F.conv2d(t, weights[i], biases[i], padding=(k - 1) // 2, data_format=data_format)
+        if bn[i] is not None:
+            w, b, m, v = bn[i]
+            t = F.batch_norm(t, m, v, weight=w, bias=b, training=training, momentum=momentum,
+                             epsilon=epsilon, data_format=data_format)
+        return F.relu(t) if stage_relu[i] else t
+
+    pooled = F.max_pool2d(x, 3, stride=1, padding=1, data_format=data_format)
+    branches = [stage(0, x), stage(2, stage(1, x)), stage(4, stage(3, x)), stage(5, pooled)]
+    out = paddle.concat(branches, axis=1 if data_format == "NCHW" else 3)
+    return F.relu(out) if relu_after_concat else out

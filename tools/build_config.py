@@ -133,6 +133,7 @@ def configure():
                      glob.glob(os.path.join(CSRC, "conv2d", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "sync_bn", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "max_pool", "*.cc")) +
+                     glob.glob(os.path.join(CSRC, "inception", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "runtime", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "onednn", "*.cc")))
     cu_sources = sorted(glob.glob(os.path.join(CSRC, "*", "*.cu")))

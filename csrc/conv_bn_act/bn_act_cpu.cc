@@ -66,19 +66,31 @@ void reduce_rows(int64_t rows, int64_t C, int nvals, std::vector<double>& out,
       out[k] += part[static_cast<size_t>(t) * nvals * C + k];
 }
 
+// Row strides: the given one, or the dense one.
+inline int64_t dense_or(int64_t stride, const ChannelView& v) {
+  return stride ? stride : v.channels * v.inner;
+}
+
+// NCHW: start of plane `row` (= image * C + channel) in an array whose images
+// are `stride` apart.
+inline int64_t plane_at(int64_t row, int64_t C, int64_t I, int64_t stride) {
+  return (row / C) * stride + (row % C) * I;
+}
+
 }  // namespace
 
-void channel_stats(const float* z, ChannelView v, float* mean, float* var) {
-  const int64_t C = v.channels, I = v.inner;
+void channel_stats(const float* z, ChannelView v, float* mean, float* var,
+                   const RowStrides& s) {
+  const int64_t C = v.channels, I = v.inner, zs = dense_or(s.z, v);
   const double n = static_cast<double>(v.count());
+  std::vector<double> sums;
+  std::vector<float> shift(C);
   if (I > 1) {
     // NCHW: shift by each channel's first value (image 0) for accuracy.
-    std::vector<float> shift(C);
     for (int64_t c = 0; c < C; ++c) shift[c] = z[c * I];
-    std::vector<double> sums;
     reduce_rows(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
       const int64_t c = row % C;
-      const float* p = z + row * I;
+      const float* p = z + plane_at(row, C, I, zs);
       const float k = shift[c];
       float r1 = 0.f, r2 = 0.f;  // one plane in float, vectorized
 #pragma omp simd reduction(+ : r1, r2)
@@ -90,27 +102,21 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var) {
       acc[c] += r1;
       acc[C + c] += r2;
     });
-    for (int64_t c = 0; c < C; ++c) {
-      const double m = sums[c] / n;
-      mean[c] = static_cast<float>(shift[c] + m);
-      var[c] = static_cast<float>(std::max(0.0, sums[C + c] / n - m * m));
-    }
-    return;
-  }
-  // NHWC: channels contiguous within a row.
-  std::vector<float> shift(z, z + C);
-  std::vector<double> sums;
-  reduce_rows(v.outer, C, 2, sums, [&](int64_t r, double* acc) {
-    const float* p = z + r * C;
-    double* a1 = acc;
-    double* a2 = acc + C;
+  } else {
+    // NHWC: channels contiguous within a row.
+    for (int64_t c = 0; c < C; ++c) shift[c] = z[c];
+    reduce_rows(v.outer, C, 2, sums, [&](int64_t r, double* acc) {
+      const float* p = z + r * zs;
+      double* a1 = acc;
+      double* a2 = acc + C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      const double d = static_cast<double>(p[c] - shift[c]);
-      a1[c] += d;
-      a2[c] += d * d;
-    }
-  });
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = static_cast<double>(p[c] - shift[c]);
+        a1[c] += d;
+        a2[c] += d * d;
+      }
+    });
+  }
   for (int64_t c = 0; c < C; ++c) {
     const double m = sums[c] / n;
     mean[c] = static_cast<float>(shift[c] + m);
@@ -118,40 +124,42 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var) {
   }
 }
 
-void channel_sum(const float* t, ChannelView v, double* sums) {
-  const int64_t C = v.channels, I = v.inner;
+void channel_sum(const float* t, ChannelView v, double* sums,
+                 const RowStrides& s) {
+  const int64_t C = v.channels, I = v.inner, ts = dense_or(s.dz, v);
+  std::vector<double> out;
   if (I > 1) {
-    std::vector<double> out;
     reduce_rows(v.outer * C, C, 1, out, [&](int64_t row, double* acc) {
-      const float* p = t + row * I;
+      const float* p = t + plane_at(row, C, I, ts);
       float r = 0.f;
 #pragma omp simd reduction(+ : r)
       for (int64_t i = 0; i < I; ++i) r += p[i];
       acc[row % C] += r;
     });
-    for (int64_t c = 0; c < C; ++c) sums[c] = out[c];
-    return;
-  }
-  std::vector<double> out;
-  reduce_rows(v.outer, C, 1, out, [&](int64_t r, double* acc) {
-    const float* p = t + r * C;
+  } else {
+    reduce_rows(v.outer, C, 1, out, [&](int64_t r, double* acc) {
+      const float* p = t + r * ts;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) acc[c] += p[c];
-  });
+      for (int64_t c = 0; c < C; ++c) acc[c] += p[c];
+    });
+  }
   for (int64_t c = 0; c < C; ++c) sums[c] = out[c];
 }
 
 void bn_act_forward(const float* z, const float* residual, const float* a,
-                    const float* b, bool relu, float* y, ChannelView v) {
+                    const float* b, bool relu, float* y, ChannelView v,
+                    const RowStrides& s) {
   const int64_t C = v.channels, I = v.inner;
+  const int64_t zs = dense_or(s.z, v), ys = dense_or(s.y, v),
+                rs = dense_or(s.res, v);
   if (I > 1) {
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < v.outer * C; ++row) {
       const int64_t c = row % C;
       const float ac = a[c], bc = b[c];
-      const float* zp = z + row * I;
-      const float* rp = residual ? residual + row * I : nullptr;
-      float* yp = y + row * I;
+      const float* zp = z + plane_at(row, C, I, zs);
+      const float* rp = residual ? residual + plane_at(row, C, I, rs) : nullptr;
+      float* yp = y + plane_at(row, C, I, ys);
       if (rp) {
 #pragma omp simd
         for (int64_t i = 0; i < I; ++i) {
@@ -170,9 +178,9 @@ void bn_act_forward(const float* z, const float* residual, const float* a,
   }
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < v.outer; ++r) {
-    const float* zp = z + r * C;
-    const float* rp = residual ? residual + r * C : nullptr;
-    float* yp = y + r * C;
+    const float* zp = z + r * zs;
+    const float* rp = residual ? residual + r * rs : nullptr;
+    float* yp = y + r * ys;
     if (rp) {
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) {
@@ -191,49 +199,52 @@ void bn_act_forward(const float* z, const float* residual, const float* a,
 
 void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
                             const float* mean, bool relu, ChannelView v,
-                            double* sum_g, double* sum_gxmu) {
+                            double* sum_g, double* sum_gxmu,
+                            const RowStrides& s) {
   const int64_t C = v.channels, I = v.inner;
+  const int64_t dys = dense_or(s.dy, v), ys = dense_or(s.y, v),
+                zs = dense_or(s.z, v);
+  std::vector<double> sums;
   if (I > 1) {
-    std::vector<double> sums;
     reduce_rows(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
-      const int64_t c = row % C, off = row * I;
+      const int64_t c = row % C;
+      const float* dp = dy + plane_at(row, C, I, dys);
+      const float* yp = y + plane_at(row, C, I, ys);
+      const float* zp = z + plane_at(row, C, I, zs);
       const float mc = mean[c];
       float r1 = 0.f, r2 = 0.f;
       if (relu) {
 #pragma omp simd reduction(+ : r1, r2)
         for (int64_t i = 0; i < I; ++i) {
-          const float g = y[off + i] > 0.f ? dy[off + i] : 0.f;
+          const float g = yp[i] > 0.f ? dp[i] : 0.f;
           r1 += g;
-          r2 += g * (z[off + i] - mc);
+          r2 += g * (zp[i] - mc);
         }
       } else {
 #pragma omp simd reduction(+ : r1, r2)
         for (int64_t i = 0; i < I; ++i) {
-          r1 += dy[off + i];
-          r2 += dy[off + i] * (z[off + i] - mc);
+          r1 += dp[i];
+          r2 += dp[i] * (zp[i] - mc);
         }
       }
       acc[c] += r1;
       acc[C + c] += r2;
     });
-    for (int64_t c = 0; c < C; ++c) {
-      sum_g[c] = sums[c];
-      sum_gxmu[c] = sums[C + c];
-    }
-    return;
-  }
-  std::vector<double> sums;
-  reduce_rows(v.outer, C, 2, sums, [&](int64_t r, double* acc) {
-    const int64_t off = r * C;
-    double* a1 = acc;
-    double* a2 = acc + C;
+  } else {
+    reduce_rows(v.outer, C, 2, sums, [&](int64_t r, double* acc) {
+      const float* dp = dy + r * dys;
+      const float* yp = y + r * ys;
+      const float* zp = z + r * zs;
+      double* a1 = acc;
+      double* a2 = acc + C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) {
-      const float g = masked(dy[off + c], relu ? y[off + c] : 1.f, relu);
-      a1[c] += g;
-      a2[c] += static_cast<double>(g * (z[off + c] - mean[c]));
-    }
-  });
+      for (int64_t c = 0; c < C; ++c) {
+        const float g = masked(dp[c], relu ? yp[c] : 1.f, relu);
+        a1[c] += g;
+        a2[c] += static_cast<double>(g * (zp[c] - mean[c]));
+      }
+    });
+  }
   for (int64_t c = 0; c < C; ++c) {
     sum_g[c] = sums[c];
     sum_gxmu[c] = sums[C + c];
@@ -243,29 +254,40 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
 void bn_act_backward_apply(const float* dy, const float* y, const float* z,
                            const float* mean, const float* k1, const float* k2,
                            const float* k3, bool relu, ChannelView v, float* dz,
-                           float* dres) {
+                           float* dres, const RowStrides& s) {
   const int64_t C = v.channels, I = v.inner;
+  const int64_t dys = dense_or(s.dy, v), ys = dense_or(s.y, v),
+                zs = dense_or(s.z, v), dzs = dense_or(s.dz, v),
+                rs = dense_or(s.res, v);
   if (I > 1) {
 #pragma omp parallel for schedule(static)
     for (int64_t row = 0; row < v.outer * C; ++row) {
       const int64_t c = row % C;
-      const int64_t off = row * I;
+      const float* dp = dy + plane_at(row, C, I, dys);
+      const float* yp = y + plane_at(row, C, I, ys);
+      const float* zp = z + plane_at(row, C, I, zs);
+      float* dzp = dz ? dz + plane_at(row, C, I, dzs) : nullptr;
+      float* drp = dres ? dres + plane_at(row, C, I, rs) : nullptr;
       const float a = k1[c], b = k2[c], d = k3[c], m = mean[c];
       for (int64_t i = 0; i < I; ++i) {
-        const float g = masked(dy[off + i], relu ? y[off + i] : 1.f, relu);
-        if (dz) dz[off + i] = a * g + b * (z[off + i] - m) + d;
-        if (dres) dres[off + i] = g;
+        const float g = masked(dp[i], relu ? yp[i] : 1.f, relu);
+        if (dzp) dzp[i] = a * g + b * (zp[i] - m) + d;
+        if (drp) drp[i] = g;
       }
     }
     return;
   }
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < v.outer; ++r) {
-    const int64_t off = r * C;
+    const float* dp = dy + r * dys;
+    const float* yp = y + r * ys;
+    const float* zp = z + r * zs;
+    float* dzp = dz ? dz + r * dzs : nullptr;
+    float* drp = dres ? dres + r * rs : nullptr;
     for (int64_t c = 0; c < C; ++c) {
-      const float g = masked(dy[off + c], relu ? y[off + c] : 1.f, relu);
-      if (dz) dz[off + c] = k1[c] * g + k2[c] * (z[off + c] - mean[c]) + k3[c];
-      if (dres) dres[off + c] = g;
+      const float g = masked(dp[c], relu ? yp[c] : 1.f, relu);
+      if (dzp) dzp[c] = k1[c] * g + k2[c] * (zp[c] - mean[c]) + k3[c];
+      if (drp) drp[c] = g;
     }
   }
 }

@@ -19,6 +19,14 @@ struct ChannelView {
   int64_t count() const { return outer * inner; }  // per channel
 };
 
+// Distance between consecutive `outer` rows of each array in a kernel call;
+// 0 means dense (channels * inner). Non-dense strides let the kernels read and
+// write a channel slice of a bigger tensor: the Inception op's branches write
+// their slice of the concatenated output directly.
+struct RowStrides {
+  int64_t z = 0, y = 0, dy = 0, dz = 0, res = 0;
+};
+
 // The view of a [N, C, H, W] (nhwc=false) or [N, H, W, C] tensor.
 inline ChannelView view_of_4d(int64_t d0, int64_t d1, int64_t d2, int64_t d3,
                               bool nhwc) {
@@ -42,28 +50,32 @@ void bn_backward_coefficients(const float* gamma, const float* invstd,
 
 // Per-channel mean and biased variance (shifted sums accumulated in double:
 // accurate for large counts and means far from zero).
-void channel_stats(const float* z, ChannelView v, float* mean, float* var);
+void channel_stats(const float* z, ChannelView v, float* mean, float* var,
+                   const RowStrides& s = {});
 
 // y = act(z * a[c] + b[c] (+ residual[...])). residual may be null; y may
 // alias z.
 void bn_act_forward(const float* z, const float* residual, const float* a,
-                    const float* b, bool relu, float* y, ChannelView v);
+                    const float* b, bool relu, float* y, ChannelView v,
+                    const RowStrides& s = {});
 
 // g = relu ? (y > 0 ? dy : 0) : dy;
 // sum_g[c] = sum g, sum_gxmu[c] = sum g * (z - mean[c]).
 void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
                             const float* mean, bool relu, ChannelView v,
-                            double* sum_g, double* sum_gxmu);
+                            double* sum_g, double* sum_gxmu,
+                            const RowStrides& s = {});
 
 // dz = k1[c] * g + k2[c] * (z - mean[c]) + k3[c]; dres = g when not null.
 // dz may be null (only dres wanted).
 void bn_act_backward_apply(const float* dy, const float* y, const float* z,
                            const float* mean, const float* k1, const float* k2,
                            const float* k3, bool relu, ChannelView v, float* dz,
-                           float* dres);
+                           float* dres, const RowStrides& s = {});
 
 // sums[c] = sum of t over channel c.
-void channel_sum(const float* t, ChannelView v, double* sums);
+void channel_sum(const float* t, ChannelView v, double* sums,
+                 const RowStrides& s = {});
 
 // Number of OpenMP threads the kernels (and oneDNN) use from this thread.
 int num_threads();

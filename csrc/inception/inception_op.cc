@@ -1,0 +1,223 @@
+// Registration of fastconv_inception and its grad op: argument checks,
+// shape/dtype inference (static graphs), and the device branch.
+#include <string>
+#include <vector>
+
+#include "common/check.h"
+#include "inception/inception.h"
+
+namespace fastconv {
+namespace {
+
+using Shapes = std::vector<std::vector<int64_t>>;
+
+InceptionAttrs make_attrs(const std::string& data_format, bool training,
+                          float momentum, float epsilon,
+                          const std::vector<int>& stage_relu,
+                          bool relu_after_concat) {
+  FC_CHECK_ARG(stage_relu.size() == kStages, kInceptionOp, "stage_relu",
+               "must have 6 flags (one per convolution), got ",
+               stage_relu.size());
+  FC_CHECK_ARG(epsilon >= 0.f, kInceptionOp, "epsilon",
+               "must be non-negative, got ", epsilon);
+  InceptionAttrs a;
+  a.data_format = data_format;
+  a.training = training;
+  a.momentum = momentum;
+  a.epsilon = epsilon;
+  a.stage_relu = stage_relu;
+  a.relu_after_concat = relu_after_concat;
+  return a;
+}
+
+Shapes shapes_of(const TensorList& ts) {
+  Shapes s;
+  for (const auto& t : ts) s.push_back(t.shape());
+  return s;
+}
+
+// Checks that hold for every device; returns the geometry.
+InceptionGeometry check_inputs(const paddle::Tensor& x, const TensorList& w,
+                               const TensorList& bias, const TensorList& scale,
+                               const TensorList& shift, const TensorList& mean,
+                               const TensorList& var, const InceptionAttrs& a) {
+  const char* op = kInceptionOp;
+  InceptionGeometry g = make_inception_geometry(
+      x.shape(), shapes_of(w), shapes_of(bias), shapes_of(scale),
+      a.data_format, false);
+  FC_CHECK_ARG(shift.size() == kStages && mean.size() == kStages &&
+                   var.size() == kStages,
+               op, "bn_biases", "running means and variances must be lists "
+               "of 6");
+  for (int s = 0; s < kStages; ++s) {
+    FC_CHECK_ARG(w[s].dtype() == x.dtype() && w[s].place() == x.place(), op,
+                 "weights", "entry ", s, " must have x's dtype and device (",
+                 x.dtype(), "), got ", w[s].dtype(), " on ", w[s].place());
+    if (g.bias[s])
+      FC_CHECK_ARG(bias[s].dtype() == x.dtype() &&
+                       bias[s].place() == x.place(),
+                   op, "biases", "entry ", s,
+                   " must have x's dtype and device");
+    if (!g.bn[s]) continue;
+    const std::vector<int64_t> chan = {g.C[s]};
+    const char* names[4] = {"bn_weights", "bn_biases", "running_means",
+                            "running_vars"};
+    const paddle::Tensor* ts[4] = {&scale[s], &shift[s], &mean[s], &var[s]};
+    for (int k = 0; k < 4; ++k)
+      FC_CHECK_ARG(ts[k]->shape() == chan &&
+                       ts[k]->dtype() == paddle::DataType::FLOAT32 &&
+                       ts[k]->place() == x.place(),
+                   op, names[k], "entry ", s, " must be a float32 [", g.C[s],
+                   "] tensor on x's device, got ", shape_str(ts[k]->shape()),
+                   " ", ts[k]->dtype());
+  }
+  FC_CHECK_ARG(!a.training || g.pixels() > 1, op, "x",
+               "training needs more than one value per channel (batch * h * "
+               "w = ", g.pixels(), ")");
+  return g;
+}
+
+[[noreturn]] void unsupported_device(const paddle::Tensor& x) {
+  PD_THROW(kInceptionOp, ": argument 'x' is on ", x.place(),
+           "; the Inception op runs on CPU tensors only so far (float32, "
+           "oneDNN engine). Use the stock layers (fused=False) on GPU.");
+}
+
+TensorList InceptionForward(const paddle::Tensor& x, const TensorList& w,
+                            const TensorList& bias, const TensorList& scale,
+                            const TensorList& shift, TensorList& mean,
+                            TensorList& var, const std::string& data_format,
+                            bool training, float momentum, float epsilon,
+                            const std::vector<int>& stage_relu,
+                            bool relu_after_concat) {
+  const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
+                                      stage_relu, relu_after_concat);
+  const InceptionGeometry g =
+      check_inputs(x, w, bias, scale, shift, mean, var, a);
+  if (!x.is_cpu()) unsupported_device(x);
+  // {Out, Workspace, SavedStats}; MeanOut/VarOut are the inputs, updated in
+  // place.
+  return inception_forward_cpu(x, w, bias, scale, shift, mean, var, g, a);
+}
+
+TensorList InceptionBackward(
+    const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
+    const TensorList& scale, const TensorList& shift, const TensorList& mean,
+    const TensorList& var, const paddle::Tensor& out,
+    const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
+    const paddle::Tensor& dout, const std::string& data_format, bool training,
+    float momentum, float epsilon, const std::vector<int>& stage_relu,
+    bool relu_after_concat) {
+  const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
+                                      stage_relu, relu_after_concat);
+  const InceptionGeometry g =
+      check_inputs(x, w, bias, scale, shift, mean, var, a);
+  FC_CHECK_ARG(dout.shape() == g.out_shape() && dout.dtype() == x.dtype() &&
+                   out.shape() == g.out_shape(),
+               kInceptionOp, "grad_out", "must match the output (shape ",
+               shape_str(g.out_shape()), "), got ", shape_str(dout.shape()));
+  if (!x.is_cpu()) unsupported_device(x);
+  TensorList grads = inception_backward_cpu(x, w, bias, scale, shift, mean,
+                                            var, out, workspace, saved_stats,
+                                            dout, g, a);
+  // Gradients of absent inputs: zeros shaped like their placeholders.
+  const TensorList* inputs[4] = {&w, &bias, &scale, &shift};
+  for (int k = 1; k < 4; ++k)
+    for (int s = 0; s < kStages; ++s) {
+      paddle::Tensor& gt = grads[1 + k * kStages + s];
+      const paddle::Tensor& in = (*inputs[k])[s];
+      if (!gt.initialized())
+        gt = paddle::full(in.shape(), 0, in.dtype(), x.place());
+    }
+  return grads;
+}
+
+// ------------------------------------------------------------ inference fns
+
+Shapes InceptionInferShape(const std::vector<int64_t>& x, const Shapes& w,
+                           const Shapes& bias, const Shapes& scale,
+                           const Shapes& shift, const Shapes& mean,
+                           const Shapes& var, const std::string& data_format,
+                           bool training, float momentum, float epsilon,
+                           const std::vector<int>& stage_relu,
+                           bool relu_after_concat) {
+  const InceptionGeometry g =
+      make_inception_geometry(x, w, bias, scale, data_format, true);
+  const bool known = g.N > 0 && g.H > 0 && g.W > 0;
+  Shapes out{g.out_shape()};  // (in-place outputs are not listed)
+  out.push_back({training ? (known ? g.workspace().total : -1) : 1});
+  out.push_back({g.stats_size()});
+  return out;
+}
+
+std::vector<paddle::DataType> InceptionInferDtype(
+    const paddle::DataType& x, const std::vector<paddle::DataType>& w,
+    const std::vector<paddle::DataType>& bias,
+    const std::vector<paddle::DataType>& scale,
+    const std::vector<paddle::DataType>& shift,
+    const std::vector<paddle::DataType>& mean,
+    const std::vector<paddle::DataType>& var) {
+  return {x, x, paddle::DataType::FLOAT32};
+}
+
+Shapes InceptionGradInferShape(
+    const std::vector<int64_t>& x, const Shapes& w, const Shapes& bias,
+    const Shapes& scale, const Shapes& shift, const Shapes& mean,
+    const Shapes& var, const std::vector<int64_t>& out,
+    const std::vector<int64_t>& workspace, const std::vector<int64_t>& stats,
+    const std::vector<int64_t>& dout) {
+  Shapes r{x};
+  for (const Shapes* l : {&w, &bias, &scale, &shift})
+    r.insert(r.end(), l->begin(), l->end());
+  return r;
+}
+
+std::vector<paddle::DataType> InceptionGradInferDtype(
+    const paddle::DataType& x, const std::vector<paddle::DataType>& w,
+    const std::vector<paddle::DataType>& bias,
+    const std::vector<paddle::DataType>& scale,
+    const std::vector<paddle::DataType>& shift,
+    const std::vector<paddle::DataType>& mean,
+    const std::vector<paddle::DataType>& var, const paddle::DataType& out,
+    const paddle::DataType& workspace, const paddle::DataType& stats,
+    const paddle::DataType& dout) {
+  std::vector<paddle::DataType> r{x};
+  for (const auto* l : {&w, &bias, &scale, &shift})
+    r.insert(r.end(), l->begin(), l->end());
+  return r;
+}
+
+}  // namespace
+}  // namespace fastconv
+
+#define FC_INCEPTION_ATTRS                                               \
+  {"data_format: std::string", "training: bool", "momentum: float",      \
+   "epsilon: float", "stage_relu: std::vector<int>",                     \
+   "relu_after_concat: bool"}
+
+PD_BUILD_OP(fastconv_inception)
+    .Inputs({"X", paddle::Vec("Filter"), paddle::Vec("Bias"),
+             paddle::Vec("Scale"), paddle::Vec("Shift"),
+             paddle::Vec("RunningMean"), paddle::Vec("RunningVar")})
+    .Outputs({"Out", paddle::Vec("MeanOut"), paddle::Vec("VarOut"),
+              "Workspace", "SavedStats"})
+    .Attrs(FC_INCEPTION_ATTRS)
+    .SetInplaceMap({{paddle::Vec("RunningMean"), paddle::Vec("MeanOut")},
+                    {paddle::Vec("RunningVar"), paddle::Vec("VarOut")}})
+    .SetKernelFn(PD_KERNEL(fastconv::InceptionForward))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::InceptionInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::InceptionInferDtype));
+
+PD_BUILD_GRAD_OP(fastconv_inception)
+    .Inputs({"X", paddle::Vec("Filter"), paddle::Vec("Bias"),
+             paddle::Vec("Scale"), paddle::Vec("Shift"),
+             paddle::Vec("RunningMean"), paddle::Vec("RunningVar"), "Out",
+             "Workspace", "SavedStats", paddle::Grad("Out")})
+    .Outputs({paddle::Grad("X"), paddle::Grad(paddle::Vec("Filter")),
+              paddle::Grad(paddle::Vec("Bias")),
+              paddle::Grad(paddle::Vec("Scale")),
+              paddle::Grad(paddle::Vec("Shift"))})
+    .Attrs(FC_INCEPTION_ATTRS)
+    .SetKernelFn(PD_KERNEL(fastconv::InceptionBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::InceptionGradInferShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::InceptionGradInferDtype));
