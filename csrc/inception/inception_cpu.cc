@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/phase_timer.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/cpu_conv_engine.h"
 #include "inception/inception.h"
@@ -98,15 +99,17 @@ struct Ctx {
   PoolGeometry pool() const {
     return {g.N, g.H, g.W, g.Cin, g.H, g.W, 3, 3, 1, 1, 1, 1};
   }
-  // P = maxpool3x3/s1/p1(x) and its argmax, in scratch.
+  // P = maxpool3x3/s1/p1(x) in scratch; NHWC also gives its argmax (NCHW's
+  // backward finds the maxima again).
   float* pool_forward(const float* x, int32_t** argmax) const {
     float* p = scratch(g.pixels() * g.Cin);
-    *argmax = static_cast<int32_t*>(onednn::ScratchArena::local().alloc(
-        sizeof(int32_t) * g.pixels() * g.Cin));
-    if (g.nhwc)
+    if (g.nhwc) {
+      *argmax = static_cast<int32_t*>(onednn::ScratchArena::local().alloc(
+          sizeof(int32_t) * g.pixels() * g.Cin));
       max_pool_nhwc_forward(x, p, *argmax, pool());
-    else
-      max_pool_nchw_forward(x, p, *argmax, pool());
+    } else {
+      max_pool3x3s1_nchw_forward(x, p, g.N * g.Cin, g.H, g.W);
+    }
     return p;
   }
 
@@ -168,8 +171,10 @@ struct Ctx {
     auto keep = [&](int64_t off, int64_t channels) {
       return ws && off >= 0 ? ws + off : scratch(px * channels);
     };
+    PhaseTimer timer("inception forward");
     float* merged = keep(L.merged, Cm);
     conv_forward(g.merged(), x, merged_weights(), merged_bias(), merged);
+    timer.mark("merged 1x1 conv");
     float* reduce3 = keep(L.reduce3, g.C[kReduce3]);
     float* reduce5 = keep(L.reduce5, g.C[kReduce5]);
     stage_forward(kBranch1, slice(merged, Cm, 0),
@@ -178,14 +183,18 @@ struct Ctx {
                   dense(reduce3, g.C[kReduce3]));
     stage_forward(kReduce5, slice(merged, Cm, g.merged_offset(kReduce5)),
                   dense(reduce5, g.C[kReduce5]));
+    timer.mark("1x1 epilogues");
     int32_t* argmax = nullptr;
     const float* pooled = pool_forward(x, &argmax);
+    timer.mark("max pool");
     const float* input[kStages] = {nullptr, nullptr, reduce3,
                                    nullptr, reduce5, pooled};
     for (int st : {kConv3, kConv5, kPoolProj}) {
       float* z = keep(L.z[st], g.C[st]);
       conv_forward(g.stage(st), input[st], w[st], bias[st], z);
+      timer.mark(st == kConv3 ? "3x3 conv" : st == kConv5 ? "5x5 conv" : "proj conv");
       stage_forward(st, dense(z, g.C[st]), slice(out, Co, g.out_offset(st)));
+      timer.mark("epilogue");
     }
   }
 
@@ -392,7 +401,9 @@ TensorList inception_backward_cpu(
     if (g.nhwc)
       max_pool_nhwc_backward(dpooled, argmax, dx.data<float>(), c.pool(), true);
     else
-      max_pool_nchw_backward(dpooled, argmax, dx.data<float>(), c.pool(), true);
+      max_pool3x3s1_nchw_backward(x.data<float>(), pooled, dpooled,
+                                  dx.data<float>(), g.N * g.Cin, g.H, g.W,
+                                  true);
 
     TensorList grads{dx};
     for (const TensorList* l : {&dw, &dbias, &dscale, &dshift})

@@ -1,5 +1,5 @@
 // Max pooling (CPU): geometry and kernels, NHWC (the channels_last stem pool
-// op) and NCHW (the Inception op's pool branch). See max_pool_cpu.cc.
+// op) and 3x3/stride-1 NCHW (the Inception op's pool branch). See max_pool_cpu.cc.
 #pragma once
 
 #include <cstdint>
@@ -21,10 +21,14 @@ void max_pool_nhwc_forward(const float* x, float* y, int32_t* argmax,
 void max_pool_nhwc_backward(const float* dy, const int32_t* argmax, float* dx,
                             const PoolGeometry& p, bool accumulate = false);
 
-// The same on [N, C, H, W] tensors (y, argmax: [N, C, OH, OW]).
-void max_pool_nchw_forward(const float* x, float* y, int32_t* argmax,
-                           const PoolGeometry& p);
-void max_pool_nchw_backward(const float* dy, const int32_t* argmax, float* dx,
-                            const PoolGeometry& p, bool accumulate = false);
+// 3x3, stride 1, padding 1 on `planes` [H, W] planes (NCHW): the Inception
+// pool branch. Forward keeps no argmax; backward finds each window's first
+// maximum again from x and y (the forward's output) and adds dy there (into
+// dx, zeroed first unless accumulate).
+void max_pool3x3s1_nchw_forward(const float* x, float* y, int64_t planes,
+                                int64_t H, int64_t W);
+void max_pool3x3s1_nchw_backward(const float* x, const float* y,
+                                 const float* dy, float* dx, int64_t planes,
+                                 int64_t H, int64_t W, bool accumulate);
 
 }  // namespace fastconv

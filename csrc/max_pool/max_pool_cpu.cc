@@ -73,46 +73,80 @@ void max_pool_nhwc_backward(const float* dy, const int32_t* argmax, float* dx,
   }
 }
 
-void max_pool_nchw_forward(const float* x, float* y, int32_t* argmax,
-                           const PoolGeometry& p) {
-  // One (image, channel) plane per iteration.
-#pragma omp parallel for schedule(static)
-  for (int64_t nc = 0; nc < p.N * p.C; ++nc) {
-    const float* xp = x + nc * p.H * p.W;
-    float* yp = y + nc * p.OH * p.OW;
-    int32_t* ap = argmax + nc * p.OH * p.OW;
-    for (int64_t oh = 0; oh < p.OH; ++oh) {
-      const int64_t h0 = std::max<int64_t>(oh * p.sh - p.ph, 0);
-      const int64_t h1 = std::min<int64_t>(oh * p.sh - p.ph + p.kh, p.H);
-      for (int64_t ow = 0; ow < p.OW; ++ow) {
-        const int64_t w0 = std::max<int64_t>(ow * p.sw - p.pw, 0);
-        const int64_t w1 = std::min<int64_t>(ow * p.sw - p.pw + p.kw, p.W);
-        float m = -std::numeric_limits<float>::infinity();
-        int32_t a = static_cast<int32_t>(h0 * p.W + w0);
-        for (int64_t h = h0; h < h1; ++h)
-          for (int64_t w = w0; w < w1; ++w) {
-            const float v = xp[h * p.W + w];
-            if ((v > m) || (v != v && m == m)) {
-              m = v;
-              a = static_cast<int32_t>(h * p.W + w);
-            }
-          }
-        yp[oh * p.OW + ow] = m;
-        ap[oh * p.OW + ow] = a;
+namespace {
+// max that propagates NaN from either side (branch-free, vectorizes)
+inline float max_nan(float a, float b) { return a != a ? a : (a > b ? a : b); }
+}  // namespace
+
+void max_pool3x3s1_nchw_forward(const float* x, float* y, int64_t planes,
+                                int64_t H, int64_t W) {
+  // Separable: the 3-wide row maximum, then the maximum of three of those.
+#pragma omp parallel
+  {
+    std::vector<float> rows(3 * W);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      const float* xp = x + pl * H * W;
+      float* yp = y + pl * H * W;
+      auto row_max = [&](int64_t h, float* r) {
+        const float* xr = xp + h * W;
+        if (W == 1) {
+          r[0] = xr[0];
+          return;
+        }
+        r[0] = max_nan(xr[0], xr[1]);
+#pragma omp simd
+        for (int64_t w = 1; w < W - 1; ++w)
+          r[w] = max_nan(max_nan(xr[w - 1], xr[w]), xr[w + 1]);
+        r[W - 1] = max_nan(xr[W - 2], xr[W - 1]);
+      };
+      // rows[(h % 3) * W ...] holds the row maximum of input row h
+      row_max(0, rows.data());
+      if (H > 1) row_max(1, rows.data() + W);
+      for (int64_t h = 0; h < H; ++h) {
+        if (h + 1 < H && h >= 1) row_max(h + 1, rows.data() + ((h + 1) % 3) * W);
+        const float* a = rows.data() + (h % 3) * W;
+        float* yr = yp + h * W;
+        const float* up = h > 0 ? rows.data() + ((h - 1) % 3) * W : a;
+        const float* dn = h + 1 < H ? rows.data() + ((h + 1) % 3) * W : a;
+#pragma omp simd
+        for (int64_t w = 0; w < W; ++w) yr[w] = max_nan(max_nan(up[w], a[w]), dn[w]);
       }
     }
   }
 }
 
-void max_pool_nchw_backward(const float* dy, const int32_t* argmax, float* dx,
-                            const PoolGeometry& p, bool accumulate) {
+void max_pool3x3s1_nchw_backward(const float* x, const float* y,
+                                 const float* dy, float* dx, int64_t planes,
+                                 int64_t H, int64_t W, bool accumulate) {
+  // Each output's gradient goes to the first input of its window (row-major)
+  // equal to the maximum (or the first NaN when the maximum is NaN).
 #pragma omp parallel for schedule(static)
-  for (int64_t nc = 0; nc < p.N * p.C; ++nc) {
-    float* dxp = dx + nc * p.H * p.W;
-    if (!accumulate) std::memset(dxp, 0, sizeof(float) * p.H * p.W);
-    const float* g = dy + nc * p.OH * p.OW;
-    const int32_t* a = argmax + nc * p.OH * p.OW;
-    for (int64_t o = 0; o < p.OH * p.OW; ++o) dxp[a[o]] += g[o];
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* xp = x + pl * H * W;
+    const float* yp = y + pl * H * W;
+    const float* gp = dy + pl * H * W;
+    float* dxp = dx + pl * H * W;
+    if (!accumulate) std::memset(dxp, 0, sizeof(float) * H * W);
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t h0 = std::max<int64_t>(h - 1, 0), h1 = std::min(h + 2, H);
+      for (int64_t w = 0; w < W; ++w) {
+        const int64_t w0 = std::max<int64_t>(w - 1, 0), w1 = std::min(w + 2, W);
+        const float m = yp[h * W + w];
+        const bool nan = m != m;
+        int64_t at = h0 * W + w0;
+        for (int64_t i = h0; i < h1; ++i)
+          for (int64_t j = w0; j < w1; ++j) {
+            const float v = xp[i * W + j];
+            if (v == m || (nan && v != v)) {
+              at = i * W + j;
+              i = h1;  // first match wins
+              break;
+            }
+          }
+        dxp[at] += gp[h * W + w];
+      }
+    }
   }
 }
 
