@@ -8,6 +8,9 @@ What is fused:
 - `paddle.vision.models` ResNets: the stem (conv1, bn1, relu) and every
   BasicBlock / BottleneckBlock (each Conv+BN(+ReLU), the downsample branch,
   and the residual add + final ReLU riding on the last conv's op);
+- `paddle.vision.models` GoogLeNet: every Inception block becomes one fused
+  Inception op, and the other (bias-free, BN-free) convolutions run on the
+  oneDNN kernels;
 - anywhere else, runs of `Conv2D -> BatchNorm2D [-> ReLU]` inside an
   `nn.Sequential`.
 Unknown layers are left alone. `unfuse(model)` restores the stock layers.
@@ -15,7 +18,7 @@ Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 import paddle
 from paddle import nn
 
-from .ops import max_pool2d_nhwc
+from .ops import inception, max_pool2d_nhwc
 
 from .nn import conv_bn_from_layers as _apply
 
@@ -124,9 +127,45 @@ class FusedBasicBlock(FusedBottleneckBlock):
                       training=t, data_format=f)
 
 
+class FusedInceptionBlock(nn.Layer):
+    """A paddle.vision GoogLeNet Inception block run by the fused Inception
+    op. Its ConvLayers stay registered under their own names (same keys, same
+    parameters)."""
+
+    _CONVS = ("_conv1", "_conv3r", "_conv3", "_conv5r", "_conv5", "_convprj")
+
+    def __init__(self, block, data_format=None):
+        super().__init__()
+        self.original_layer = [block]
+        for name in self._CONVS:
+            self.add_sublayer(name, getattr(block, name))
+
+    def forward(self, x):
+        convs = [getattr(self, n)._conv for n in self._CONVS]
+        return inception(x, [c.weight for c in convs], [c.bias for c in convs],
+                         training=self.training, relu_after_concat=True)
+
+
+def _fuse_plain_conv(layer, report, prefix):
+    """paddle.vision GoogLeNet's ConvLayer: its bias-free Conv2D runs on the
+    oneDNN kernels (FusedConv2D)."""
+    from .googlenet import FusedConv2D
+    if isinstance(layer._conv, nn.Conv2D):
+        layer._conv = FusedConv2D(layer._conv)
+        report.append((prefix + "_conv", "Conv2D"))
+
+
 def _block_types():
     from paddle.vision.models import resnet
-    return {resnet.BottleneckBlock: FusedBottleneckBlock, resnet.BasicBlock: FusedBasicBlock}
+    from paddle.vision.models.googlenet import Inception
+    return {resnet.BottleneckBlock: FusedBottleneckBlock, resnet.BasicBlock: FusedBasicBlock,
+            Inception: FusedInceptionBlock}
+
+
+def _fused_types():
+    from .googlenet import FusedConv2D
+    return (_FusedConvSlot, _Absorbed, FusedBottleneckBlock, _Swapped, FusedInceptionBlock,
+            FusedConv2D)
 
 
 def _fuse_resnet_stem(layer, report, prefix, data_format):
@@ -190,13 +229,17 @@ def _fuse_children(layer, report, prefix, data_format=None):
         _fuse_resnet_stem(layer, report, prefix, data_format)
         children = [(n, c) for n, c in children
                     if n not in ("conv1", "bn1", "relu", "maxpool", "avgpool")]
+    from paddle.vision.models.googlenet import ConvLayer
     for name, child in children:
         path = prefix + name
         if type(child) in blocks:
             setattr(layer, name, blocks[type(child)](child, data_format))
             report.append((path, type(child).__name__))
             continue
-        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock, _Swapped)):
+        if isinstance(child, _fused_types()):
+            continue
+        if type(child) is ConvLayer:
+            _fuse_plain_conv(child, report, path + ".")
             continue
         if isinstance(child, nn.Sequential):
             _fuse_sequential(child, report, path + ".")
@@ -258,7 +301,7 @@ def fuse(model, inplace=True, return_report=False, channels_last=False):
 
 def _unfuse_children(layer):
     for name, child in list(layer.named_children()):
-        if isinstance(child, (_FusedConvSlot, _Absorbed, FusedBottleneckBlock, _Swapped)):
+        if isinstance(child, _fused_types()):
             original = child.original_layer[0]
             layer._sub_layers[name] = original
             child = original
@@ -267,7 +310,7 @@ def _unfuse_children(layer):
 
 def unfuse(model):
     """Restores the stock layers that fuse() replaced (in place); returns the model."""
-    if isinstance(model, FusedBottleneckBlock):
+    if isinstance(model, (FusedBottleneckBlock, FusedInceptionBlock)):
         return model.original_layer[0]
     _unfuse_children(model)
     return model

@@ -1,5 +1,6 @@
-"""ResNet builders with the architecture and state dict of
-`paddle.vision.models.resnet*`; `fused=True` runs them on the fused op.
+"""ResNet and GoogLeNet builders with the architecture and state dict of
+`paddle.vision.models.resnet*` / `googlenet`; `fused=True` runs them on the
+fused ops.
 
 data_format="NHWC" (fused only) builds a model that takes NHWC images and
 runs NHWC activations throughout (paddle.vision's ResNet is NCHW only); the
@@ -9,7 +10,7 @@ from paddle.vision.models import resnet as _resnet
 
 from .fusion import fuse
 
-__all__ = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+__all__ = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "googlenet"]
 
 
 def _build(depth, fused, num_classes, with_pool, data_format="NCHW", **kwargs):
@@ -50,3 +51,19 @@ def resnet101(fused=True, num_classes=1000, with_pool=True, data_format="NCHW", 
 
 def resnet152(fused=True, num_classes=1000, with_pool=True, data_format="NCHW", **kwargs):
     return _build(152, fused, num_classes, with_pool, data_format, **kwargs)
+
+
+def googlenet(fused=True, num_classes=1000, with_pool=True, batch_norm=False):
+    """GoogLeNet (Inception v1). batch_norm=False: the architecture, the three
+    outputs (main logits and two auxiliary heads) and the state dict of
+    paddle.vision.models.googlenet; fused=False returns that stock model
+    itself. batch_norm=True: the BN variant (Conv + BatchNorm + ReLU for every
+    convolution; fused=False builds it from stock layers). fused=True runs the
+    Inception blocks on the fused Inception op and the other convolutions on
+    the fused kernels (float32, CPU)."""
+    from paddle.vision.models.googlenet import GoogLeNet as _Vision
+    from .googlenet import GoogLeNet
+    if not fused and not batch_norm:
+        return _Vision(num_classes=num_classes, with_pool=with_pool)
+    return GoogLeNet(num_classes=num_classes, with_pool=with_pool, batch_norm=batch_norm,
+                     fused=fused)

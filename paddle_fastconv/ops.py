@@ -22,13 +22,15 @@ def _known(d):
 _PLACEHOLDERS = {}
 
 
-def _absent(shape, dtype, place):
+def _absent(shape, dtype, place, role=""):
     """The placeholder for an absent bias/residual. In dygraph one read-only
-    tensor per (shape, dtype, place) is reused rather than allocated per call;
-    static graphs get their own constant."""
+    tensor per (shape, dtype, place, role) is reused rather than allocated per
+    call; static graphs get their own constant. `role` keeps placeholders
+    that an op updates in place (its version counter moves) apart from those
+    that autograd saves for backward (whose version must not move)."""
     if not paddle.in_dynamic_mode():
         return paddle.zeros(shape, dtype=dtype)
-    key = (tuple(shape), str(dtype), str(place))
+    key = (tuple(shape), str(dtype), str(place), role)
     t = _PLACEHOLDERS.get(key)
     if t is None:
         t = paddle.zeros(shape, dtype=dtype)
@@ -227,10 +229,13 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
     return outs[0]
 
 
+@paddle.jit.not_to_static
 def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
                   data_format="NCHW"):
-    """A bare oneDNN convolution (forward only, float32 CPU, no bias or
-    post-ops). The benchmarks' yardstick for the fused epilogue's cost."""
+    """paddle.nn.functional.conv2d without bias, on oneDNN (float32 CPU),
+    with backward. Runs the convolutions that have no BatchNorm to fuse (the
+    paddle.vision GoogLeNet's), and is the benchmarks' yardstick for the
+    fused epilogue's cost."""
     op = "fastconv_onednn_conv2d"
     _args.check_tensor(x, "x", op, ndim=4)
     _args.check_tensor(weight, "weight", op, ndim=4)
@@ -241,6 +246,10 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     spatial = shape[2:4] if data_format == "NCHW" else shape[1:3]
     pads = _args.paddings(padding, op, data_format, kernel=list(weight.shape[2:4]),
                           stride=strides, dilation=dilations, spatial=spatial)
+    if all(_known(d) for d in shape) and int(np.prod(shape)) >= CPU_MAX_ELEMENTS:
+        raise ValueError("%s: argument 'x' has %d elements; the CPU convolution supports "
+                         "fewer than 2^31 per tensor. Split the batch."
+                         % (op, int(np.prod(shape))))
     return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format)
 
 
@@ -316,7 +325,8 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
     for i, entry in enumerate(bn):
         if entry is None:
             p = _absent([1, 1], paddle.float32, x.place)
-            entry = (p, p, p, p)
+            st = _absent([1, 1], paddle.float32, x.place, role="in-place statistics")
+            entry = (p, p, st, st)
         elif not isinstance(entry, (list, tuple)) or len(entry) != 4:
             raise ValueError("%s: argument 'bn' entry %d must be None or (weight, bias, "
                              "running_mean, running_var)" % (op, i))

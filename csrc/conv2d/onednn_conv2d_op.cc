@@ -1,7 +1,9 @@
-// fastconv_onednn_conv2d: a bare oneDNN convolution (inference, no bias, no
-// post-ops) on plain NCHW/NHWC tensors, through the same cached plans as the
-// fused op. Forward only: the benchmarks use it as the yardstick for what the
-// fused epilogue costs on top of the convolution itself.
+// fastconv_onednn_conv2d: a bare oneDNN convolution (no bias, no post-ops)
+// on plain NCHW/NHWC tensors, through the same cached plans as the fused op,
+// with its backward (data and weights). It runs the convolutions that have
+// no BatchNorm to fuse (GoogLeNet's stem in paddle.vision's style), and the
+// benchmarks use it as the yardstick for what the fused epilogue costs on
+// top of the convolution itself.
 #include <string>
 #include <vector>
 
@@ -52,13 +54,72 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
 #endif
 }
 
+std::vector<paddle::Tensor> OnednnConv2dBackward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& dy,
+    const std::vector<int>& strides, const std::vector<int>& paddings,
+    const std::vector<int>& dilations, int groups,
+    const std::string& data_format) {
+  ConvGeometry g = make_conv_geometry(x.shape(), w.shape(), strides, paddings,
+                                      dilations, groups, data_format, kOp);
+  FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(), kOp,
+               "grad_y", "must match y (shape ", shape_str(g.out_shape()),
+               "), got ", shape_str(dy.shape()));
+#ifdef FASTCONV_WITH_ONEDNN
+  return run_guarded<dnnl::error>(kOp, "the backward of geometry " + g.key(), [&] {
+    onednn::ScratchScope scope;
+    paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), x.place());
+    paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), w.place());
+    dnnl::stream s = onednn::make_stream();
+    onednn::ConvBackwardPlan::get(g, false)->execute(
+        x.data<float>(), w.data<float>(), dy.data<float>(), dx.data<float>(),
+        dw.data<float>(), nullptr, s);
+    return std::vector<paddle::Tensor>{dx, dw};
+  });
+#else
+  PD_THROW(kOp, ": this build has no oneDNN engine");
+#endif
+}
+
+std::vector<std::vector<int64_t>> OnednnConv2dShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+    const std::vector<int>& strides, const std::vector<int>& paddings,
+    const std::vector<int>& dilations, int groups,
+    const std::string& data_format) {
+  const bool nhwc = data_format == "NHWC";
+  const int64_t H = nhwc ? x[1] : x[2], W = nhwc ? x[2] : x[3];
+  std::vector<int> p = paddings;
+  if (p.size() == 2) p = {p[0], p[0], p[1], p[1]};
+  const int64_t OH =
+      H < 0 ? -1 : conv_out_size(H, w[2], strides[0], dilations[0], p[0], p[1]);
+  const int64_t OW =
+      W < 0 ? -1 : conv_out_size(W, w[3], strides[1], dilations[1], p[2], p[3]);
+  return {nhwc ? std::vector<int64_t>{x[0], OH, OW, w[0]}
+               : std::vector<int64_t>{x[0], w[0], OH, OW}};
+}
+
+std::vector<std::vector<int64_t>> OnednnConv2dGradShape(
+    const std::vector<int64_t>& x, const std::vector<int64_t>& w,
+    const std::vector<int64_t>& dy) {
+  return {x, w};
+}
+
 }  // namespace
 }  // namespace fastconv
+
+#define FC_CONV2D_ATTRS                                                    \
+  {"strides: std::vector<int>", "paddings: std::vector<int>",              \
+   "dilations: std::vector<int>", "groups: int", "data_format: std::string"}
 
 PD_BUILD_OP(fastconv_onednn_conv2d)
     .Inputs({"X", "Filter"})
     .Outputs({"Y"})
-    .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
-            "dilations: std::vector<int>", "groups: int",
-            "data_format: std::string"})
-    .SetKernelFn(PD_KERNEL(fastconv::OnednnConv2d));
+    .Attrs(FC_CONV2D_ATTRS)
+    .SetKernelFn(PD_KERNEL(fastconv::OnednnConv2d))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::OnednnConv2dShape));
+
+PD_BUILD_GRAD_OP(fastconv_onednn_conv2d)
+    .Inputs({"X", "Filter", paddle::Grad("Y")})
+    .Outputs({paddle::Grad("X"), paddle::Grad("Filter")})
+    .Attrs(FC_CONV2D_ATTRS)
+    .SetKernelFn(PD_KERNEL(fastconv::OnednnConv2dBackward))
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::OnednnConv2dGradShape));

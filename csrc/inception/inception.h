@@ -114,11 +114,12 @@ TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
                                  const InceptionAttrs& a);
 
 // Returns {dX, dW[6], dBias[6], dScale[6], dShift[6]}; entries for absent
-// biases/BN are undefined tensors (the registration fills them).
+// biases/BN are undefined tensors (the registration fills them). SavedStats
+// holds the statistics the forward used (batch or running), so backward needs
+// no running statistics (which later in-place updates would change).
 TensorList inception_backward_cpu(
     const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
-    const TensorList& scale, const TensorList& shift, const TensorList& mean,
-    const TensorList& var, const paddle::Tensor& out,
+    const TensorList& scale, const TensorList& shift, const paddle::Tensor& out,
     const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
     const paddle::Tensor& dout, const InceptionGeometry& g,
     const InceptionAttrs& a);

@@ -55,6 +55,9 @@ struct Ctx {
   std::vector<const float*> w, bias, gamma, beta;
   std::vector<float*> rmean, rvar;
   float* stats;  // [2 * sum C]: mean, then 1/std
+  // Eval with `stats` already holding the running statistics' mean and 1/std
+  // (backward's recompute): use them as they are.
+  bool stats_given = false;
   dnnl::stream s = onednn::make_stream();
 
   int64_t plane() const { return g.nhwc ? 1 : g.H * g.W; }
@@ -143,7 +146,7 @@ struct Ctx {
           rmean[st][c] = m * rmean[st][c] + (1.f - m) * mean[c];
           rvar[st][c] = m * rvar[st][c] + (1.f - m) * var[c];
         }
-      } else {
+      } else if (!stats_given) {
         for (int64_t c = 0; c < C; ++c) {
           mean[c] = rmean[st][c];
           invstd[c] = 1.f / std::sqrt(rvar[st][c] + a.epsilon);
@@ -253,14 +256,16 @@ std::vector<T> data_of(const TensorList& ts, const std::array<bool, kStages>* gi
 Ctx make_ctx(const InceptionGeometry& g, const InceptionAttrs& a,
              const TensorList& w, const TensorList& bias,
              const TensorList& scale, const TensorList& shift,
-             const TensorList& mean, const TensorList& var, float* stats) {
+             const TensorList* mean, const TensorList* var, float* stats) {
   Ctx c{g, a};
   c.w = data_of<const float*>(w, nullptr);
   c.bias = data_of<const float*>(bias, &g.bias);
   c.gamma = data_of<const float*>(scale, &g.bn);
   c.beta = data_of<const float*>(shift, &g.bn);
-  c.rmean = data_of<float*>(mean, &g.bn);
-  c.rvar = data_of<float*>(var, &g.bn);
+  if (mean) {
+    c.rmean = data_of<float*>(*mean, &g.bn);
+    c.rvar = data_of<float*>(*var, &g.bn);
+  }
   c.stats = stats;
   return c;
 }
@@ -294,7 +299,7 @@ TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
         paddle::empty({g.stats_size()}, paddle::DataType::FLOAT32, place);
     const int64_t ws_size = a.training ? g.workspace().total : 1;
     paddle::Tensor ws = paddle::empty({ws_size}, x.dtype(), place);
-    Ctx c = make_ctx(g, a, w, bias, scale, shift, mean, var,
+    Ctx c = make_ctx(g, a, w, bias, scale, shift, &mean, &var,
                      stats.data<float>());
     c.forward(x.data<float>(), out.data<float>(),
               a.training ? ws.data<float>() : nullptr);
@@ -304,8 +309,8 @@ TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
 
 TensorList inception_backward_cpu(
     const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
-    const TensorList& scale, const TensorList& shift, const TensorList& mean,
-    const TensorList& var, const paddle::Tensor& out_in,
+    const TensorList& scale, const TensorList& shift,
+    const paddle::Tensor& out_in,
     const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
     const paddle::Tensor& dout, const InceptionGeometry& g,
     const InceptionAttrs& a) {
@@ -318,12 +323,13 @@ TensorList inception_backward_cpu(
                   Co = g.out_channels();
     float* ws = nullptr;
     float* out = const_cast<float*>(out_in.data<float>());
-    Ctx c = make_ctx(g, a, w, bias, scale, shift, mean, var,
+    FC_CHECK_ARG(saved_stats.numel() == g.stats_size(), kInceptionOp,
+                 "SavedStats", "has ", saved_stats.numel(),
+                 " elements, expected ", g.stats_size());
+    Ctx c = make_ctx(g, a, w, bias, scale, shift, nullptr, nullptr,
                      const_cast<float*>(saved_stats.data<float>()));
+    c.stats_given = true;
     if (a.training) {
-      FC_CHECK_ARG(saved_stats.numel() == g.stats_size(), kInceptionOp,
-                   "SavedStats", "has ", saved_stats.numel(),
-                   " elements, expected ", g.stats_size());
       FC_CHECK_ARG(workspace.numel() == L.total, kInceptionOp, "Workspace",
                    "has ", workspace.numel(), " elements, expected ", L.total,
                    " (was the forward run in training mode on this input?)");
@@ -333,7 +339,6 @@ TensorList inception_backward_cpu(
       // so the same output).
       ws = scratch(L.total);
       out = scratch(px * Co);
-      c.stats = scratch(g.stats_size());
       c.forward(x.data<float>(), out, ws);
     }
 
@@ -425,9 +430,9 @@ TensorList inception_forward_cpu(const paddle::Tensor&, const TensorList&,
 
 TensorList inception_backward_cpu(
     const paddle::Tensor&, const TensorList&, const TensorList&,
-    const TensorList&, const TensorList&, const TensorList&, const TensorList&,
+    const TensorList&, const TensorList&, const paddle::Tensor&,
     const paddle::Tensor&, const paddle::Tensor&, const paddle::Tensor&,
-    const paddle::Tensor&, const InceptionGeometry&, const InceptionAttrs&) {
+    const InceptionGeometry&, const InceptionAttrs&) {
   PD_THROW(kInceptionOp, ": this build has no oneDNN engine");
 }
 

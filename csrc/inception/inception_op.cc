@@ -39,14 +39,15 @@ Shapes shapes_of(const TensorList& ts) {
 // Checks that hold for every device; returns the geometry.
 InceptionGeometry check_inputs(const paddle::Tensor& x, const TensorList& w,
                                const TensorList& bias, const TensorList& scale,
-                               const TensorList& shift, const TensorList& mean,
-                               const TensorList& var, const InceptionAttrs& a) {
+                               const TensorList& shift, const TensorList* mean,
+                               const TensorList* var, const InceptionAttrs& a) {
   const char* op = kInceptionOp;
   InceptionGeometry g = make_inception_geometry(
       x.shape(), shapes_of(w), shapes_of(bias), shapes_of(scale),
       a.data_format, false);
-  FC_CHECK_ARG(shift.size() == kStages && mean.size() == kStages &&
-                   var.size() == kStages,
+  // (backward has no running statistics: null mean/var)
+  FC_CHECK_ARG(shift.size() == kStages &&
+                   (!mean || (mean->size() == kStages && var->size() == kStages)),
                op, "bn_biases", "running means and variances must be lists "
                "of 6");
   for (int s = 0; s < kStages; ++s) {
@@ -62,8 +63,10 @@ InceptionGeometry check_inputs(const paddle::Tensor& x, const TensorList& w,
     const std::vector<int64_t> chan = {g.C[s]};
     const char* names[4] = {"bn_weights", "bn_biases", "running_means",
                             "running_vars"};
-    const paddle::Tensor* ts[4] = {&scale[s], &shift[s], &mean[s], &var[s]};
-    for (int k = 0; k < 4; ++k)
+    const paddle::Tensor* ts[4] = {&scale[s], &shift[s],
+                                   mean ? &(*mean)[s] : nullptr,
+                                   var ? &(*var)[s] : nullptr};
+    for (int k = 0; k < 4 && ts[k]; ++k)
       FC_CHECK_ARG(ts[k]->shape() == chan &&
                        ts[k]->dtype() == paddle::DataType::FLOAT32 &&
                        ts[k]->place() == x.place(),
@@ -93,7 +96,7 @@ TensorList InceptionForward(const paddle::Tensor& x, const TensorList& w,
   const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
                                       stage_relu, relu_after_concat);
   const InceptionGeometry g =
-      check_inputs(x, w, bias, scale, shift, mean, var, a);
+      check_inputs(x, w, bias, scale, shift, &mean, &var, a);
   if (!x.is_cpu()) unsupported_device(x);
   // {Out, Workspace, SavedStats}; MeanOut/VarOut are the inputs, updated in
   // place.
@@ -102,8 +105,7 @@ TensorList InceptionForward(const paddle::Tensor& x, const TensorList& w,
 
 TensorList InceptionBackward(
     const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
-    const TensorList& scale, const TensorList& shift, const TensorList& mean,
-    const TensorList& var, const paddle::Tensor& out,
+    const TensorList& scale, const TensorList& shift, const paddle::Tensor& out,
     const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
     const paddle::Tensor& dout, const std::string& data_format, bool training,
     float momentum, float epsilon, const std::vector<int>& stage_relu,
@@ -111,15 +113,14 @@ TensorList InceptionBackward(
   const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
                                       stage_relu, relu_after_concat);
   const InceptionGeometry g =
-      check_inputs(x, w, bias, scale, shift, mean, var, a);
+      check_inputs(x, w, bias, scale, shift, nullptr, nullptr, a);
   FC_CHECK_ARG(dout.shape() == g.out_shape() && dout.dtype() == x.dtype() &&
                    out.shape() == g.out_shape(),
                kInceptionOp, "grad_out", "must match the output (shape ",
                shape_str(g.out_shape()), "), got ", shape_str(dout.shape()));
   if (!x.is_cpu()) unsupported_device(x);
-  TensorList grads = inception_backward_cpu(x, w, bias, scale, shift, mean,
-                                            var, out, workspace, saved_stats,
-                                            dout, g, a);
+  TensorList grads = inception_backward_cpu(x, w, bias, scale, shift, out,
+                                            workspace, saved_stats, dout, g, a);
   // Gradients of absent inputs: zeros shaped like their placeholders.
   const TensorList* inputs[4] = {&w, &bias, &scale, &shift};
   for (int k = 1; k < 4; ++k)
@@ -162,8 +163,7 @@ std::vector<paddle::DataType> InceptionInferDtype(
 
 Shapes InceptionGradInferShape(
     const std::vector<int64_t>& x, const Shapes& w, const Shapes& bias,
-    const Shapes& scale, const Shapes& shift, const Shapes& mean,
-    const Shapes& var, const std::vector<int64_t>& out,
+    const Shapes& scale, const Shapes& shift, const std::vector<int64_t>& out,
     const std::vector<int64_t>& workspace, const std::vector<int64_t>& stats,
     const std::vector<int64_t>& dout) {
   Shapes r{x};
@@ -176,9 +176,7 @@ std::vector<paddle::DataType> InceptionGradInferDtype(
     const paddle::DataType& x, const std::vector<paddle::DataType>& w,
     const std::vector<paddle::DataType>& bias,
     const std::vector<paddle::DataType>& scale,
-    const std::vector<paddle::DataType>& shift,
-    const std::vector<paddle::DataType>& mean,
-    const std::vector<paddle::DataType>& var, const paddle::DataType& out,
+    const std::vector<paddle::DataType>& shift, const paddle::DataType& out,
     const paddle::DataType& workspace, const paddle::DataType& stats,
     const paddle::DataType& dout) {
   std::vector<paddle::DataType> r{x};
@@ -210,9 +208,8 @@ PD_BUILD_OP(fastconv_inception)
 
 PD_BUILD_GRAD_OP(fastconv_inception)
     .Inputs({"X", paddle::Vec("Filter"), paddle::Vec("Bias"),
-             paddle::Vec("Scale"), paddle::Vec("Shift"),
-             paddle::Vec("RunningMean"), paddle::Vec("RunningVar"), "Out",
-             "Workspace", "SavedStats", paddle::Grad("Out")})
+             paddle::Vec("Scale"), paddle::Vec("Shift"), "Out", "Workspace",
+             "SavedStats", paddle::Grad("Out")})
     .Outputs({paddle::Grad("X"), paddle::Grad(paddle::Vec("Filter")),
               paddle::Grad(paddle::Vec("Bias")),
               paddle::Grad(paddle::Vec("Scale")),
