@@ -12,6 +12,7 @@ from paddle import nn
 
 from .nn import Inception, _conv_padding, conv_bn_from_layers
 from .ops import onednn_conv2d
+from .runtime import get_cpu_conv_engine
 
 __all__ = ["GoogLeNet", "ConvLayer", "FusedConv2D"]
 
@@ -21,7 +22,6 @@ def _fast_cpu(x):
     static graph)."""
     on_cpu = x.place.is_cpu_place() if paddle.in_dynamic_mode() else \
         not paddle.is_compiled_with_cuda()
-    from .runtime import get_cpu_conv_engine
     return on_cpu and x.dtype == paddle.float32 and get_cpu_conv_engine() == "onednn"
 
 
@@ -43,6 +43,7 @@ class FusedConv2D(nn.Layer):
         return _plain_conv(self.original_layer[0], x)
 
 
+@paddle.jit.not_to_static
 def _plain_conv(conv, x):
     """A bias-free stock Conv2D's computation: oneDNN on float32 CPU, the
     stock layer elsewhere."""

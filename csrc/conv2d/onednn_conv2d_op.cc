@@ -103,6 +103,17 @@ std::vector<std::vector<int64_t>> OnednnConv2dGradShape(
   return {x, w};
 }
 
+std::vector<paddle::DataType> OnednnConv2dDtype(const paddle::DataType& x,
+                                                const paddle::DataType& w) {
+  return {x};
+}
+
+std::vector<paddle::DataType> OnednnConv2dGradDtype(
+    const paddle::DataType& x, const paddle::DataType& w,
+    const paddle::DataType& dy) {
+  return {x, w};
+}
+
 }  // namespace
 }  // namespace fastconv
 
@@ -115,11 +126,13 @@ PD_BUILD_OP(fastconv_onednn_conv2d)
     .Outputs({"Y"})
     .Attrs(FC_CONV2D_ATTRS)
     .SetKernelFn(PD_KERNEL(fastconv::OnednnConv2d))
-    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::OnednnConv2dShape));
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::OnednnConv2dShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::OnednnConv2dDtype));
 
 PD_BUILD_GRAD_OP(fastconv_onednn_conv2d)
     .Inputs({"X", "Filter", paddle::Grad("Y")})
     .Outputs({paddle::Grad("X"), paddle::Grad("Filter")})
     .Attrs(FC_CONV2D_ATTRS)
     .SetKernelFn(PD_KERNEL(fastconv::OnednnConv2dBackward))
-    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::OnednnConv2dGradShape));
+    .SetInferShapeFn(PD_INFER_SHAPE(fastconv::OnednnConv2dGradShape))
+    .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::OnednnConv2dGradDtype));

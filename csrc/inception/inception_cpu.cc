@@ -99,21 +99,22 @@ struct Ctx {
     }
     return bm;
   }
-  PoolGeometry pool() const {
-    return {g.N, g.H, g.W, g.Cin, g.H, g.W, 3, 3, 1, 1, 1, 1};
-  }
-  // P = maxpool3x3/s1/p1(x) in scratch; NHWC also gives its argmax (NCHW's
-  // backward finds the maxima again).
-  float* pool_forward(const float* x, int32_t** argmax) const {
+  // P = maxpool3x3/s1/p1(x), in scratch.
+  float* pool_forward(const float* x) const {
     float* p = scratch(g.pixels() * g.Cin);
-    if (g.nhwc) {
-      *argmax = static_cast<int32_t*>(onednn::ScratchArena::local().alloc(
-          sizeof(int32_t) * g.pixels() * g.Cin));
-      max_pool_nhwc_forward(x, p, *argmax, pool());
-    } else {
+    if (g.nhwc)
+      max_pool3x3s1_nhwc_forward(x, p, g.N, g.H, g.W, g.Cin);
+    else
       max_pool3x3s1_nchw_forward(x, p, g.N * g.Cin, g.H, g.W);
-    }
     return p;
+  }
+  // dx += the pool's backward of dp.
+  void pool_backward(const float* x, const float* p, const float* dp,
+                     float* dx) const {
+    if (g.nhwc)
+      max_pool3x3s1_nhwc_backward(x, p, dp, dx, g.N, g.H, g.W, g.Cin, true);
+    else
+      max_pool3x3s1_nchw_backward(x, p, dp, dx, g.N * g.Cin, g.H, g.W, true);
   }
 
   void conv_forward(const ConvGeometry& cg, const float* in, const float* wt,
@@ -187,8 +188,7 @@ struct Ctx {
     stage_forward(kReduce5, slice(merged, Cm, g.merged_offset(kReduce5)),
                   dense(reduce5, g.C[kReduce5]));
     timer.mark("1x1 epilogues");
-    int32_t* argmax = nullptr;
-    const float* pooled = pool_forward(x, &argmax);
+    const float* pooled = pool_forward(x);
     timer.mark("max pool");
     const float* input[kStages] = {nullptr, nullptr, reduce3,
                                    nullptr, reduce5, pooled};
@@ -389,8 +389,7 @@ TensorList inception_backward_cpu(
                 c.slice(dmerged, Cm, g.merged_offset(red)));
     }
     // Pool projection (the pool is recomputed: cheaper than keeping it).
-    int32_t* argmax = nullptr;
-    const float* pooled = c.pool_forward(x.data<float>(), &argmax);
+    const float* pooled = c.pool_forward(x.data<float>());
     float* dpooled = scratch(px * g.Cin);
     onednn::ConvBackwardPlan::get(g.stage(kPoolProj), false)
         ->execute(pooled, c.w[kPoolProj], dz[kPoolProj], dpooled,
@@ -403,12 +402,7 @@ TensorList inception_backward_cpu(
     for (int st : {kBranch1, kReduce3, kReduce5})
       std::memcpy(dw[st].data<float>(), dwm + g.merged_offset(st) * g.Cin,
                   sizeof(float) * g.C[st] * g.Cin);
-    if (g.nhwc)
-      max_pool_nhwc_backward(dpooled, argmax, dx.data<float>(), c.pool(), true);
-    else
-      max_pool3x3s1_nchw_backward(x.data<float>(), pooled, dpooled,
-                                  dx.data<float>(), g.N * g.Cin, g.H, g.W,
-                                  true);
+    c.pool_backward(x.data<float>(), pooled, dpooled, dx.data<float>());
 
     TensorList grads{dx};
     for (const TensorList* l : {&dw, &dbias, &dscale, &dshift})

@@ -21,14 +21,21 @@ void max_pool_nhwc_forward(const float* x, float* y, int32_t* argmax,
 void max_pool_nhwc_backward(const float* dy, const int32_t* argmax, float* dx,
                             const PoolGeometry& p, bool accumulate = false);
 
-// 3x3, stride 1, padding 1 on `planes` [H, W] planes (NCHW): the Inception
-// pool branch. Forward keeps no argmax; backward finds each window's first
-// maximum again from x and y (the forward's output) and adds dy there (into
-// dx, zeroed first unless accumulate).
+// 3x3, stride 1, padding 1: the Inception pool branch, on `planes` [H, W]
+// planes (NCHW) or [N, H, W, C] tensors. Forward keeps no argmax. Backward
+// adds each window's gradient to the window's first input (row-major) equal
+// to its maximum (y, the forward's output), as Paddle's max pool gradient
+// does; into dx, zeroed first unless accumulate.
 void max_pool3x3s1_nchw_forward(const float* x, float* y, int64_t planes,
                                 int64_t H, int64_t W);
 void max_pool3x3s1_nchw_backward(const float* x, const float* y,
                                  const float* dy, float* dx, int64_t planes,
                                  int64_t H, int64_t W, bool accumulate);
+void max_pool3x3s1_nhwc_forward(const float* x, float* y, int64_t N, int64_t H,
+                                int64_t W, int64_t C);
+void max_pool3x3s1_nhwc_backward(const float* x, const float* y,
+                                 const float* dy, float* dx, int64_t N,
+                                 int64_t H, int64_t W, int64_t C,
+                                 bool accumulate);
 
 }  // namespace fastconv

@@ -119,8 +119,8 @@ void max_pool3x3s1_nchw_forward(const float* x, float* y, int64_t planes,
 void max_pool3x3s1_nchw_backward(const float* x, const float* y,
                                  const float* dy, float* dx, int64_t planes,
                                  int64_t H, int64_t W, bool accumulate) {
-  // Each output's gradient goes to the first input of its window (row-major)
-  // equal to the maximum (or the first NaN when the maximum is NaN).
+  // Each window's gradient goes to its first input (row-major) equal to the
+  // maximum, or to its first NaN when the maximum is NaN: Paddle's rule.
 #pragma omp parallel for schedule(static)
   for (int64_t pl = 0; pl < planes; ++pl) {
     const float* xp = x + pl * H * W;
@@ -135,17 +135,92 @@ void max_pool3x3s1_nchw_backward(const float* x, const float* y,
         const float m = yp[h * W + w];
         const bool nan = m != m;
         int64_t at = h0 * W + w0;
-        for (int64_t i = h0; i < h1; ++i)
+        bool found = false;
+        for (int64_t i = h0; i < h1 && !found; ++i)
           for (int64_t j = w0; j < w1; ++j) {
             const float v = xp[i * W + j];
             if (v == m || (nan && v != v)) {
               at = i * W + j;
-              i = h1;  // first match wins
+              found = true;
               break;
             }
           }
         dxp[at] += gp[h * W + w];
       }
+    }
+  }
+}
+
+void max_pool3x3s1_nhwc_forward(const float* x, float* y, int64_t N, int64_t H,
+                                int64_t W, int64_t C) {
+  // Separable as in NCHW: channels are the contiguous, vectorized axis.
+#pragma omp parallel
+  {
+    std::vector<float> rows(3 * W * C);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xn = x + n * H * W * C;
+      float* yn = y + n * H * W * C;
+      auto row_max = [&](int64_t h, float* r) {
+        const float* xr = xn + h * W * C;
+        for (int64_t w = 0; w < W; ++w) {
+          const float* a = xr + std::max<int64_t>(w - 1, 0) * C;
+          const float* b = xr + w * C;
+          const float* c = xr + std::min(w + 1, W - 1) * C;
+          float* o = r + w * C;
+#pragma omp simd
+          for (int64_t k = 0; k < C; ++k) o[k] = max_nan(max_nan(a[k], b[k]), c[k]);
+        }
+      };
+      row_max(0, rows.data());
+      if (H > 1) row_max(1, rows.data() + W * C);
+      for (int64_t h = 0; h < H; ++h) {
+        if (h + 1 < H && h >= 1) row_max(h + 1, rows.data() + ((h + 1) % 3) * W * C);
+        const float* a = rows.data() + (h % 3) * W * C;
+        const float* up = h > 0 ? rows.data() + ((h - 1) % 3) * W * C : a;
+        const float* dn = h + 1 < H ? rows.data() + ((h + 1) % 3) * W * C : a;
+        float* yr = yn + h * W * C;
+#pragma omp simd
+        for (int64_t k = 0; k < W * C; ++k) yr[k] = max_nan(max_nan(up[k], a[k]), dn[k]);
+      }
+    }
+  }
+}
+
+void max_pool3x3s1_nhwc_backward(const float* x, const float* y,
+                                 const float* dy, float* dx, int64_t N,
+                                 int64_t H, int64_t W, int64_t C,
+                                 bool accumulate) {
+  // First maximum per window and channel, as in the NCHW version: the window
+  // is scanned backwards so the first match is the last one kept (branch-free
+  // over the contiguous channels). One image per thread.
+#pragma omp parallel
+  {
+    std::vector<int64_t> at(C);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t off = n * H * W * C;
+      const float* xn = x + off;
+      float* dn = dx + off;
+      if (!accumulate) std::memset(dn, 0, sizeof(float) * H * W * C);
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const float* yo = y + off + (h * W + w) * C;
+          const float* go = dy + off + (h * W + w) * C;
+          const int64_t h0 = std::max<int64_t>(h - 1, 0), w0 = std::max<int64_t>(w - 1, 0);
+          std::fill(at.begin(), at.end(), h0 * W + w0);
+          for (int64_t i = std::min(h + 1, H - 1); i >= h0; --i)
+            for (int64_t j = std::min(w + 1, W - 1); j >= w0; --j) {
+              const float* xi = xn + (i * W + j) * C;
+              const int64_t idx = i * W + j;
+#pragma omp simd
+              for (int64_t k = 0; k < C; ++k) {
+                const bool hit = (xi[k] == yo[k]) | ((yo[k] != yo[k]) & (xi[k] != xi[k]));
+                at[k] = hit ? idx : at[k];
+              }
+            }
+          for (int64_t k = 0; k < C; ++k) dn[at[k] * C + k] += go[k];
+        }
     }
   }
 }
