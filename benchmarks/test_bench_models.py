@@ -1,6 +1,6 @@
-"""Whole ResNet-50 at 224x224, batch 8: stock dygraph, fused dygraph
-(paddle_fastconv.fuse) and, for eval, paddle.inference with oneDNN on the
-exported stock model -- the deployment engine a user would compare with.
+"""Whole ResNet-50 and GoogLeNet at 224x224, batch 8: stock dygraph, fused
+dygraph (paddle_fastconv.fuse) and, for eval, paddle.inference with oneDNN on
+the exported stock model -- the deployment engine a user would compare with.
 Outputs are checked to agree before timing.
 
     pytest benchmarks/test_bench_models.py --benchmark-json=models.json
@@ -8,7 +8,7 @@ Outputs are checked to agree before timing.
 import numpy as np
 import paddle
 import pytest
-from paddle.vision.models import resnet50
+from paddle.vision.models import googlenet, resnet50
 
 import paddle_fastconv as pf
 from paddle_fastconv.bench import peak_memory_mib
@@ -18,6 +18,7 @@ from conftest import THREADS
 
 BATCH, SIZE = 8, 224
 RESNET50_GFLOP = 4.1 * 2  # ~4.1 GMACs per 224x224 image, forward
+GOOGLENET_GFLOP = 1.43 * 2  # paddle.vision's GoogLeNet: 1.43 GMACs per image
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +82,63 @@ def test_resnet50_train_step(benchmark, bench_info, models, impl):
     med = benchmark.stats.stats.median
     bench_info["images_per_s"] = BATCH / med
     bench_info["gflops"] = 3 * RESNET50_GFLOP * BATCH / med
+
+
+@pytest.fixture(scope="module")
+def googlenets():
+    paddle.seed(0)
+    stock = googlenet()
+    fused = googlenet()
+    fused.set_state_dict(stock.state_dict())
+    pf.fuse(fused)
+    return stock, fused, paddle.randn([BATCH, 3, SIZE, SIZE])
+
+
+@pytest.mark.parametrize("impl", ["stock", "fused", "paddle_inference_onednn"])
+def test_googlenet_eval(benchmark, bench_info, googlenets, impl):
+    stock, fused, x = googlenets
+    stock.eval()
+    fused.eval()
+    with paddle.no_grad():
+        ref = stock(x)[0].numpy()  # the main logits (the exported model's first output)
+        if impl == "paddle_inference_onednn":
+            fn = inference_runner(stock, x, SIZE, THREADS)
+            got = fn()
+        else:
+            m = stock if impl == "stock" else fused
+            fn = lambda: m(x)  # noqa: E731
+            got = fn()[0].numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    bench_info.update(model="googlenet", mode="eval", impl=impl, batch=BATCH, image=SIZE)
+    with paddle.no_grad():
+        benchmark.pedantic(fn, rounds=3, warmup_rounds=1, iterations=1)
+    med = benchmark.stats.stats.median
+    bench_info["images_per_s"] = BATCH / med
+    bench_info["gflops"] = GOOGLENET_GFLOP * BATCH / med
+
+
+@pytest.mark.parametrize("impl", ["stock", "fused"])
+def test_googlenet_train_step(benchmark, bench_info, googlenets, impl):
+    """Forward, backward and an SGD-momentum step on the main and auxiliary
+    losses (weighted 1, 0.3, 0.3)."""
+    stock, fused, x = googlenets
+    m = stock if impl == "stock" else fused
+    m.train()
+    opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
+    label = paddle.randint(0, 1000, [BATCH, 1])
+
+    def step():
+        out, aux1, aux2 = m(x)
+        ce = paddle.nn.functional.cross_entropy
+        loss = ce(out, label) + 0.3 * ce(aux1, label) + 0.3 * ce(aux2, label)
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+
+    bench_info.update(model="googlenet", mode="train", impl=impl, batch=BATCH, image=SIZE)
+    step()
+    bench_info["peak_mib"] = peak_memory_mib(step)
+    benchmark.pedantic(step, rounds=2, warmup_rounds=0, iterations=1)
+    med = benchmark.stats.stats.median
+    bench_info["images_per_s"] = BATCH / med
+    bench_info["gflops"] = 3 * GOOGLENET_GFLOP * BATCH / med
