@@ -258,3 +258,18 @@ def test_gpu_is_refused_by_name():
     x = _input("NCHW", cin=10).cuda()
     with pytest.raises(ValueError, match="CPU tensors only"):
         pf.ops.inception(x, [w.cuda() for w in _ws()])
+
+
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_pool_branch_ties_route_like_stock(data_format):
+    """Constant regions (ReLU zeros, saturated inputs) make the pool branch's
+    window maxima ties: the gradient goes to the same input as stock's (the
+    first maximum in row-major order), on every edge and corner."""
+    stock, fused = _pair("vision", data_format)
+    x_np = np.random.default_rng(5).standard_normal((2, 12, 6, 7)).astype("float32")
+    x_np[:, :, 1:4, 2:6] = 0.5  # a plateau
+    x_np[:, 3] = 0.0  # a constant channel
+    x_np[0, :, :, 0] = 1.0  # a constant edge column
+    x = paddle.to_tensor(x_np if data_format == "NCHW" else x_np.transpose(0, 2, 3, 1))
+    x.stop_gradient = False
+    _compare(stock, fused, x, "ties " + data_format)

@@ -359,6 +359,8 @@ TensorList inception_backward_cpu(
       c.stage_backward(st, dy, y, g.bn[st] ? z : y, dz, ptr(dscale[st]),
                        ptr(dshift[st]), ptr(dbias[st]));
     };
+    PhaseTimer timer("inception backward");
+    timer.mark(a.training ? "setup" : "recompute forward");
     float* d_out = const_cast<float*>(dout.data<float>());
     float* merged = L.merged >= 0 ? ws + L.merged : nullptr;
     float* dmerged = scratch(px * Cm);
@@ -376,6 +378,7 @@ TensorList inception_backward_cpu(
                 L.z[st] >= 0 ? c.dense(ws + L.z[st], g.C[st]) : no_z,
                 c.dense(dz[st], g.C[st]));
     }
+    timer.mark("final stages bn/relu bwd");
     // KxK convolutions, then the reduce stages into the merged dz.
     for (int st : {kConv3, kConv5}) {
       const int red = st - 1;
@@ -387,6 +390,7 @@ TensorList inception_backward_cpu(
       stage_bwd(red, c.dense(din, g.C[red]), c.dense(in, g.C[red]),
                 merged ? c.slice(merged, Cm, g.merged_offset(red)) : no_z,
                 c.slice(dmerged, Cm, g.merged_offset(red)));
+      timer.mark(st == kConv3 ? "3x3 conv bwd + reduce" : "5x5 conv bwd + reduce");
     }
     // Pool projection (the pool is recomputed: cheaper than keeping it).
     const float* pooled = c.pool_forward(x.data<float>());
@@ -394,6 +398,7 @@ TensorList inception_backward_cpu(
     onednn::ConvBackwardPlan::get(g.stage(kPoolProj), false)
         ->execute(pooled, c.w[kPoolProj], dz[kPoolProj], dpooled,
                   dw[kPoolProj].data<float>(), nullptr, c.s);
+    timer.mark("pool + proj conv bwd");
     // The merged 1x1 convolution; its filter gradient splits into three.
     float* dwm = scratch(Cm * g.Cin);
     onednn::ConvBackwardPlan::get(g.merged(), false)
@@ -402,7 +407,9 @@ TensorList inception_backward_cpu(
     for (int st : {kBranch1, kReduce3, kReduce5})
       std::memcpy(dw[st].data<float>(), dwm + g.merged_offset(st) * g.Cin,
                   sizeof(float) * g.C[st] * g.Cin);
+    timer.mark("merged 1x1 conv bwd");
     c.pool_backward(x.data<float>(), pooled, dpooled, dx.data<float>());
+    timer.mark("pool bwd");
 
     TensorList grads{dx};
     for (const TensorList* l : {&dw, &dbias, &dscale, &dshift})

@@ -116,37 +116,56 @@ void max_pool3x3s1_nchw_forward(const float* x, float* y, int64_t planes,
   }
 }
 
+namespace {
+// One plane of max_pool3x3s1_nchw_backward, as flat loops over the plane's
+// H*W outputs (rows of 7..56 pixels make too short vector loops): for each
+// window offset, outputs whose row has that neighbour form one index range,
+// and `col` masks the left/right edges. Built for AVX-512, AVX2 and the
+// baseline, picked at load time.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void pool_plane_backward(const float* xp, const float* yp, const float* gp,
+                         float* dxp, int32_t H, int32_t W, const int32_t* col,
+                         int32_t* at) {
+  const int32_t n = H * W;
+  // Start from the window's top-left valid input; then scan the offsets
+  // backwards in row-major order: the first match is the last one kept.
+  for (int32_t o = 0; o < n; ++o)
+    at[o] = o - (o >= W ? W : 0) - (col[o] > 0 ? 1 : 0);
+  for (int32_t di = 1; di >= -1; --di)
+    for (int32_t dj = 1; dj >= -1; --dj) {
+      const int32_t lo = di < 0 ? W : 0, hi = di > 0 ? n - W : n;
+      const int32_t shift = di * W + dj;
+      const int32_t edge = dj < 0 ? 0 : (dj > 0 ? W - 1 : -1);
+      for (int32_t o = lo; o < hi; ++o) {
+        const float v = xp[o + shift], m = yp[o];
+        const bool hit = ((v == m) | ((m != m) & (v != v))) & (col[o] != edge);
+        at[o] = hit ? o + shift : at[o];
+      }
+    }
+  for (int32_t o = 0; o < n; ++o) dxp[at[o]] += gp[o];
+}
+}  // namespace
+
 void max_pool3x3s1_nchw_backward(const float* x, const float* y,
                                  const float* dy, float* dx, int64_t planes,
                                  int64_t H, int64_t W, bool accumulate) {
   // Each window's gradient goes to its first input (row-major) equal to the
   // maximum, or to its first NaN when the maximum is NaN: Paddle's rule.
-#pragma omp parallel for schedule(static)
-  for (int64_t pl = 0; pl < planes; ++pl) {
-    const float* xp = x + pl * H * W;
-    const float* yp = y + pl * H * W;
-    const float* gp = dy + pl * H * W;
-    float* dxp = dx + pl * H * W;
-    if (!accumulate) std::memset(dxp, 0, sizeof(float) * H * W);
-    for (int64_t h = 0; h < H; ++h) {
-      const int64_t h0 = std::max<int64_t>(h - 1, 0), h1 = std::min(h + 2, H);
-      for (int64_t w = 0; w < W; ++w) {
-        const int64_t w0 = std::max<int64_t>(w - 1, 0), w1 = std::min(w + 2, W);
-        const float m = yp[h * W + w];
-        const bool nan = m != m;
-        int64_t at = h0 * W + w0;
-        bool found = false;
-        for (int64_t i = h0; i < h1 && !found; ++i)
-          for (int64_t j = w0; j < w1; ++j) {
-            const float v = xp[i * W + j];
-            if (v == m || (nan && v != v)) {
-              at = i * W + j;
-              found = true;
-              break;
-            }
-          }
-        dxp[at] += gp[h * W + w];
-      }
+  // Indices are int32 (a plane has < 2^31 pixels, checked by the op).
+  std::vector<int32_t> col(H * W);
+  for (int64_t o = 0; o < H * W; ++o) col[o] = static_cast<int32_t>(o % W);
+#pragma omp parallel
+  {
+    std::vector<int32_t> at(H * W);
+#pragma omp for schedule(static)
+    for (int64_t pl = 0; pl < planes; ++pl) {
+      float* dxp = dx + pl * H * W;
+      if (!accumulate) std::memset(dxp, 0, sizeof(float) * H * W);
+      pool_plane_backward(x + pl * H * W, y + pl * H * W, dy + pl * H * W, dxp,
+                          static_cast<int32_t>(H), static_cast<int32_t>(W),
+                          col.data(), at.data());
     }
   }
 }
@@ -196,7 +215,7 @@ void max_pool3x3s1_nhwc_backward(const float* x, const float* y,
   // over the contiguous channels). One image per thread.
 #pragma omp parallel
   {
-    std::vector<int64_t> at(C);
+    std::vector<int32_t> at(C);  // int32: see the NCHW version
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < N; ++n) {
       const int64_t off = n * H * W * C;
@@ -208,18 +227,18 @@ void max_pool3x3s1_nhwc_backward(const float* x, const float* y,
           const float* yo = y + off + (h * W + w) * C;
           const float* go = dy + off + (h * W + w) * C;
           const int64_t h0 = std::max<int64_t>(h - 1, 0), w0 = std::max<int64_t>(w - 1, 0);
-          std::fill(at.begin(), at.end(), h0 * W + w0);
+          std::fill(at.begin(), at.end(), static_cast<int32_t>(h0 * W + w0));
           for (int64_t i = std::min(h + 1, H - 1); i >= h0; --i)
             for (int64_t j = std::min(w + 1, W - 1); j >= w0; --j) {
               const float* xi = xn + (i * W + j) * C;
-              const int64_t idx = i * W + j;
+              const int32_t idx = static_cast<int32_t>(i * W + j);
 #pragma omp simd
               for (int64_t k = 0; k < C; ++k) {
                 const bool hit = (xi[k] == yo[k]) | ((yo[k] != yo[k]) & (xi[k] != xi[k]));
                 at[k] = hit ? idx : at[k];
               }
             }
-          for (int64_t k = 0; k < C; ++k) dn[at[k] * C + k] += go[k];
+          for (int64_t k = 0; k < C; ++k) dn[static_cast<int64_t>(at[k]) * C + k] += go[k];
         }
     }
   }
