@@ -7,7 +7,8 @@ import sys
 
 def _parser():
     p = argparse.ArgumentParser(prog="paddle-fastconv",
-                                description="paddle_fastconv: fused Conv+BN+ReLU for Paddle.")
+                                description="paddle_fastconv: fused Conv+BN+ReLU, ResNet "
+                                            "and Inception blocks for Paddle.")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("info", help="what this build contains (engines, archs, library, threads)")
     b = sub.add_parser("bench", help="stock vs fused timing of Conv+BN+ReLU layers and of "
@@ -16,9 +17,11 @@ def _parser():
     b.add_argument("--layers", default="default",
                    help="comma-separated layer names, 'default' (%s), 'all' or 'none'"
                    % ",".join(["conv3x3_64x64_56", "conv1x1_64x256_56"]))
-    b.add_argument("--model", default="resnet50", choices=["resnet50", "none"],
-                   help="whole model at --image-size: stock, fused (NCHW and channels_last) "
-                        "and paddle.inference with oneDNN (default resnet50)")
+    b.add_argument("--model", default="resnet50",
+                   choices=["resnet50", "googlenet", "all", "none"],
+                   help="whole model(s) at --image-size: stock, fused (NCHW, and "
+                        "channels_last for ResNet) and paddle.inference with oneDNN "
+                        "(default resnet50; googlenet runs on the CPU at 224 only)")
     b.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     b.add_argument("--mode", choices=["eval", "train", "both"], default="both",
                    help="eval (no_grad forward) or train (forward+backward); default both")
@@ -84,7 +87,13 @@ def main(argv=None):
     modes = ["eval", "train"] if args.mode == "both" else [args.mode]
     if args.image_size < 32:
         raise SystemExit("bench: --image-size must be >= 32")
-    models = [] if args.model == "none" else [args.model]
+    models = {"none": [], "all": ["resnet50", "googlenet"]}.get(args.model, [args.model])
+    if "googlenet" in models and args.image_size != 224:
+        raise SystemExit("bench: googlenet takes 224x224 images only (its auxiliary heads "
+                         "fix the size); use --image-size 224")
+    if "googlenet" in models and paddle.get_device() != "cpu":
+        raise SystemExit("bench: the fused Inception op runs on the CPU only so far; "
+                         "use --device cpu for googlenet")
     bench.run(layers, args.batch, modes, args.data_format, args.repeat, args.json,
               models=models, image_size=args.image_size, png_path=args.png)
 

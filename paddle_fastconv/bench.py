@@ -147,6 +147,8 @@ def write_chart(rows, model_rows, path, title=""):
     values = [r["speedup"] for r in rows]
     for r in model_rows:
         for k in ("fused", "fused_channels_last"):
+            if k not in r:
+                continue
             labels.append("%s %s %s" % (r["model"], r["mode"], k))
             values.append(r[k] / r["stock"])
     speedup_chart(labels, values, path, title)

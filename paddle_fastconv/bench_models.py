@@ -1,6 +1,7 @@
-"""Whole-model part of `paddle-fastconv bench`: ResNet-50 stock dygraph,
-fused (pf.fuse, NCHW and channels_last) and, for eval, paddle.inference with
-oneDNN on the exported stock model. Outputs are checked to agree first."""
+"""Whole-model part of `paddle-fastconv bench`: ResNet-50 or GoogLeNet, stock
+dygraph, fused (pf.fuse; NCHW, and channels_last for ResNet) and, for eval,
+paddle.inference with oneDNN on the exported stock model. Outputs are checked
+to agree first."""
 import os
 import tempfile
 
@@ -11,7 +12,22 @@ from paddle.static import InputSpec
 from .bench import _median_ms
 from .fusion import fuse
 
-GMACS = {"resnet50": 4.1}  # per 224x224 image, forward
+GMACS = {"resnet50": 4.1, "googlenet": 1.43}  # per 224x224 image, forward
+MODELS = tuple(GMACS)
+# GoogLeNet's auxiliary heads (Linear layers) fix its input at 224x224.
+FIXED_SIZE = {"googlenet": 224}
+
+
+def _main(out):
+    """The main logits (GoogLeNet returns them with two auxiliary heads)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def _loss(out, label):
+    ce = paddle.nn.functional.cross_entropy
+    if isinstance(out, (tuple, list)):  # GoogLeNet: main + 0.3 * each auxiliary
+        return ce(out[0], label) + 0.3 * ce(out[1], label) + 0.3 * ce(out[2], label)
+    return ce(out, label)
 
 
 def _gmacs(name, size):
@@ -42,16 +58,35 @@ def inference_runner(model, x, size, threads):
     def run():
         h.copy_from_cpu(data)
         pred.run()
+        # The predictor leaves the calling thread's OpenMP thread count (shared
+        # by Paddle's kernels, oneDNN and ours) at 1: put it back, or every
+        # later measurement in this process would run single-threaded.
+        _set_threads(threads)
         return out.copy_to_cpu()
     return run
 
 
+def _set_threads(n):
+    from paddle.base import core
+    from .runtime import set_num_threads
+    set_num_threads(n)
+    core.set_num_threads(n)
+
+
 def bench_model(name, batch, size, mode, repeat, threads):
     from paddle.vision import models as vm
+    if name not in GMACS:
+        raise ValueError("bench: unknown model %r; choose from %s" % (name, list(GMACS)))
+    if FIXED_SIZE.get(name, size) != size:
+        raise ValueError("bench: %s takes %dx%d images only (its auxiliary heads fix the "
+                         "size), got --image-size %d" % (name, FIXED_SIZE[name],
+                                                         FIXED_SIZE[name], size))
     paddle.seed(0)
     stock = getattr(vm, name)()
     variants = {}
-    for label, cl in (("fused", False), ("fused_channels_last", True)):
+    layouts = (("fused", False), ("fused_channels_last", True)) if name.startswith("resnet") \
+        else (("fused", False),)
+    for label, cl in layouts:
         m = getattr(vm, name)()
         m.set_state_dict(stock.state_dict())
         variants[label] = fuse(m, channels_last=cl)
@@ -62,22 +97,21 @@ def bench_model(name, batch, size, mode, repeat, threads):
         for m in variants.values():
             m.eval()
         with paddle.no_grad():
-            ref = stock(x).numpy()
+            ref = _main(stock(x)).numpy()
             fns = {"stock": lambda: stock(x)}
             fns.update({k: (lambda m=m: m(x)) for k, m in variants.items()})
             if x.place.is_cpu_place():  # the oneDNN deployment engine (CPU)
                 fns["paddle_inference"] = inference_runner(stock, x, size, threads)
             for k, fn in fns.items():
                 got = fn()
-                got = got if isinstance(got, np.ndarray) else got.numpy()
+                got = got if isinstance(got, np.ndarray) else _main(got).numpy()
                 err = float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-12))
                 if err > 1e-3:
                     raise RuntimeError("bench: %s %s disagrees with stock (relative error "
                                        "%.3g)" % (name, k, err))
             for k, fn in fns.items():
                 row[k] = batch / _median_s(fn, repeat)
-        row["fused_gflops"] = 2 * _gmacs(name, size) * max(row["fused"],
-                                                          row["fused_channels_last"])
+        row["fused_gflops"] = 2 * _gmacs(name, size) * _best(row)
     else:
         label = paddle.randint(0, 1000, [batch, 1])
         for k, m in [("stock", stock)] + list(variants.items()):
@@ -85,13 +119,16 @@ def bench_model(name, batch, size, mode, repeat, threads):
             opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
 
             def step(m=m, opt=opt):
-                paddle.nn.functional.cross_entropy(m(x), label).backward()
+                _loss(m(x), label).backward()
                 opt.step()
                 opt.clear_grad()
             row[k] = batch / _median_s(step, repeat)
-        row["fused_gflops"] = 6 * _gmacs(name, size) * max(row["fused"],
-                                                          row["fused_channels_last"])
+        row["fused_gflops"] = 6 * _gmacs(name, size) * _best(row)
     return row
+
+
+def _best(row):
+    return max(row["fused"], row.get("fused_channels_last", 0.0))
 
 
 def format_table(rows):
@@ -99,9 +136,10 @@ def format_table(rows):
              "speedup (best fused) | paddle.inference img/s | GFLOP/s (best fused) |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        best = max(r["fused"], r["fused_channels_last"])
-        lines.append("| %s | %s | %.2f | %.2f | %.2f | %.2fx | %s | %.0f |" % (
-            r["model"], r["mode"], r["stock"], r["fused"], r["fused_channels_last"],
+        best = _best(r)
+        cl = r.get("fused_channels_last")
+        lines.append("| %s | %s | %.2f | %.2f | %s | %.2fx | %s | %.0f |" % (
+            r["model"], r["mode"], r["stock"], r["fused"], "%.2f" % cl if cl else "-",
             best / r["stock"], "%.2f" % r["paddle_inference"] if "paddle_inference" in r
             else "-", r["fused_gflops"]))
     return "\n".join(lines)
