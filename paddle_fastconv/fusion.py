@@ -18,7 +18,7 @@ Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 import paddle
 from paddle import nn
 
-from .ops import inception, max_pool2d_nhwc
+from .ops import inception, max_pool2d
 
 from .nn import conv_bn_from_layers as _apply
 
@@ -178,22 +178,23 @@ def _fuse_resnet_stem(layer, report, prefix, data_format):
     if data_format == "NHWC":
         # The rest of the network runs on NHWC activations; the pools follow.
         mp = layer.maxpool
-        layer.maxpool = _Swapped(mp, _MaxPoolNHWC(mp))
+        layer.maxpool = _Swapped(mp, _FastMaxPool(mp, "NHWC"))
         ap = layer.avgpool
         layer.avgpool = _Swapped(ap, nn.AdaptiveAvgPool2D(ap._output_size,
                                                           data_format="NHWC"))
         report.append((prefix + "maxpool/avgpool", "NHWC"))
 
 
-class _MaxPoolNHWC(nn.Layer):
-    """The NHWC version of a stock MaxPool2D: this package's CPU kernel (about
-    3x faster than Paddle's NHWC max pool) for float32 CPU tensors, Paddle's
-    NHWC max pool elsewhere (GPU) and for options the kernel does not take."""
+class _FastMaxPool(nn.Layer):
+    """A stock MaxPool2D on this package's CPU kernel (float32 CPU tensors;
+    faster than Paddle's, about 3x in NHWC), in `data_format`; Paddle's max
+    pool elsewhere (GPU) and for options the kernel does not take."""
 
-    def __init__(self, mp):
+    def __init__(self, mp, data_format="NHWC"):
         super().__init__()
+        self.data_format = data_format
         self.stock = nn.MaxPool2D(mp.ksize, mp.stride, mp.padding, ceil_mode=mp.ceil_mode,
-                                  data_format="NHWC")
+                                  data_format=data_format)
         pad = mp.padding
         self.ours = not mp.ceil_mode and not mp.return_mask and (
             isinstance(pad, int) or (isinstance(pad, (list, tuple)) and len(pad) == 2))
@@ -203,7 +204,7 @@ class _MaxPoolNHWC(nn.Layer):
         on_cpu = x.place.is_cpu_place() if paddle.in_dynamic_mode() else \
             not paddle.is_compiled_with_cuda()
         if self.ours and x.dtype == paddle.float32 and on_cpu:
-            return max_pool2d_nhwc(x, *self.args)
+            return max_pool2d(x, *self.args, data_format=self.data_format)
         return self.stock(x)
 
 
@@ -230,6 +231,11 @@ def _fuse_children(layer, report, prefix, data_format=None):
         children = [(n, c) for n, c in children
                     if n not in ("conv1", "bn1", "relu", "maxpool", "avgpool")]
     from paddle.vision.models.googlenet import ConvLayer
+    from paddle.vision.models.googlenet import GoogLeNet
+    if isinstance(layer, GoogLeNet) and type(layer._pool) is nn.MaxPool2D:
+        # paddle.vision's GoogLeNet: its (stride-2) max pool on our kernel
+        layer._pool = _Swapped(layer._pool, _FastMaxPool(layer._pool, "NCHW"))
+        report.append((prefix + "_pool", "MaxPool2D"))
     for name, child in children:
         path = prefix + name
         if type(child) in blocks:

@@ -108,6 +108,9 @@ class GoogLeNet(nn.Layer):
 
         self._conv = conv(3, 64, 7, 2)
         self._pool = nn.MaxPool2D(kernel_size=3, stride=2)
+        if fused:  # the same pool on this package's kernel (no parameters)
+            from .fusion import _FastMaxPool, _Swapped
+            self._pool = _Swapped(self._pool, _FastMaxPool(self._pool, "NCHW"))
         self._conv_1 = conv(64, 64, 1)
         self._conv_2 = conv(64, 192, 3)
         self._ince3a, self._ince3b = block("3a"), block("3b")

@@ -7,6 +7,7 @@
 namespace fastconv {
 
 constexpr const char* kMaxPoolOp = "fastconv_max_pool_nhwc";
+constexpr const char* kMaxPoolNchwOp = "fastconv_max_pool_nchw";
 
 struct PoolGeometry {
   int64_t N, H, W, C, OH, OW;
@@ -20,6 +21,13 @@ void max_pool_nhwc_forward(const float* x, float* y, int32_t* argmax,
 // its argmax.
 void max_pool_nhwc_backward(const float* dy, const int32_t* argmax, float* dx,
                             const PoolGeometry& p, bool accumulate = false);
+
+// The same on [N, C, H, W] tensors (y, argmax: [N, C, OH, OW]; argmax holds
+// h * W + w within the plane): GoogLeNet's stride-2 pools.
+void max_pool_nchw_forward(const float* x, float* y, int32_t* argmax,
+                           const PoolGeometry& p);
+void max_pool_nchw_backward(const float* dy, const int32_t* argmax, float* dx,
+                            const PoolGeometry& p);
 
 // 3x3, stride 1, padding 1: the Inception pool branch, on `planes` [H, W]
 // planes (NCHW) or [N, H, W, C] tensors. Forward keeps no argmax. Backward

@@ -117,6 +117,64 @@ void max_pool3x3s1_nchw_forward(const float* x, float* y, int64_t planes,
 }
 
 namespace {
+int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
+
+// One plane of max_pool_nchw_forward: for each input row and kernel column,
+// the outputs that see it form one range of ow (vectorized select; strict '>'
+// in row-major window order keeps the first maximum).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void pool_plane_forward(const float* xp, float* yp, int32_t* ap,
+                        const PoolGeometry& p) {
+  for (int64_t oh = 0; oh < p.OH; ++oh) {
+    const int64_t h0 = std::max<int64_t>(oh * p.sh - p.ph, 0);
+    const int64_t h1 = std::min<int64_t>(oh * p.sh - p.ph + p.kh, p.H);
+    float* yr = yp + oh * p.OW;
+    int32_t* ar = ap + oh * p.OW;
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      yr[ow] = -std::numeric_limits<float>::infinity();
+      ar[ow] = static_cast<int32_t>(h0 * p.W + std::max<int64_t>(ow * p.sw - p.pw, 0));
+    }
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t j = 0; j < p.kw; ++j) {
+        const int64_t lo = ceil_div(p.pw - j, p.sw);
+        const int64_t hi = std::min<int64_t>(p.OW, ceil_div(p.W + p.pw - j, p.sw));
+        const int32_t base = static_cast<int32_t>(h * p.W - p.pw + j);
+        const int32_t sw = static_cast<int32_t>(p.sw);
+        for (int32_t ow = static_cast<int32_t>(lo); ow < hi; ++ow) {
+          const int32_t idx = base + ow * sw;
+          const float v = xp[idx], m = yr[ow];
+          const bool take = (v > m) | ((v != v) & (m == m));
+          yr[ow] = take ? v : m;
+          ar[ow] = take ? idx : ar[ow];
+        }
+      }
+  }
+}
+}  // namespace
+
+void max_pool_nchw_forward(const float* x, float* y, int32_t* argmax,
+                           const PoolGeometry& p) {
+#pragma omp parallel for schedule(static)
+  for (int64_t nc = 0; nc < p.N * p.C; ++nc)
+    pool_plane_forward(x + nc * p.H * p.W, y + nc * p.OH * p.OW,
+                       argmax + nc * p.OH * p.OW, p);
+}
+
+void max_pool_nchw_backward(const float* dy, const int32_t* argmax, float* dx,
+                            const PoolGeometry& p) {
+#pragma omp parallel for schedule(static)
+  for (int64_t nc = 0; nc < p.N * p.C; ++nc) {
+    float* d = dx + nc * p.H * p.W;
+    std::memset(d, 0, sizeof(float) * p.H * p.W);
+    const float* g = dy + nc * p.OH * p.OW;
+    const int32_t* a = argmax + nc * p.OH * p.OW;
+    for (int64_t o = 0; o < p.OH * p.OW; ++o) d[a[o]] += g[o];
+  }
+}
+
+namespace {
 // One plane of max_pool3x3s1_nchw_backward, as flat loops over the plane's
 // H*W outputs (rows of 7..56 pixels make too short vector loops): for each
 // window offset, outputs whose row has that neighbour form one index range,
