@@ -88,24 +88,28 @@ def test_resnet50_train_step(benchmark, bench_info, models, impl):
 def googlenets():
     paddle.seed(0)
     stock = googlenet()
-    fused = googlenet()
-    fused.set_state_dict(stock.state_dict())
-    pf.fuse(fused)
+    fused = {}
+    for label, cl in (("fused", False), ("fused_channels_last", True)):
+        m = googlenet()
+        m.set_state_dict(stock.state_dict())
+        fused[label] = pf.fuse(m, channels_last=cl)
     return stock, fused, paddle.randn([BATCH, 3, SIZE, SIZE])
 
 
-@pytest.mark.parametrize("impl", ["stock", "fused", "paddle_inference_onednn"])
+@pytest.mark.parametrize("impl", ["stock", "fused", "fused_channels_last",
+                                  "paddle_inference_onednn"])
 def test_googlenet_eval(benchmark, bench_info, googlenets, impl):
-    stock, fused, x = googlenets
+    stock, fused_models, x = googlenets
     stock.eval()
-    fused.eval()
+    for m in fused_models.values():
+        m.eval()
     with paddle.no_grad():
         ref = stock(x)[0].numpy()  # the main logits (the exported model's first output)
         if impl == "paddle_inference_onednn":
             fn = inference_runner(stock, x, SIZE, THREADS)
             got = fn()
         else:
-            m = stock if impl == "stock" else fused
+            m = stock if impl == "stock" else fused_models[impl]
             fn = lambda: m(x)  # noqa: E731
             got = fn()[0].numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
@@ -117,12 +121,12 @@ def test_googlenet_eval(benchmark, bench_info, googlenets, impl):
     bench_info["gflops"] = GOOGLENET_GFLOP * BATCH / med
 
 
-@pytest.mark.parametrize("impl", ["stock", "fused"])
+@pytest.mark.parametrize("impl", ["stock", "fused", "fused_channels_last"])
 def test_googlenet_train_step(benchmark, bench_info, googlenets, impl):
     """Forward, backward and an SGD-momentum step on the main and auxiliary
     losses (weighted 1, 0.3, 0.3)."""
-    stock, fused, x = googlenets
-    m = stock if impl == "stock" else fused
+    stock, fused_models, x = googlenets
+    m = stock if impl == "stock" else fused_models[impl]
     m.train()
     opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
     label = paddle.randint(0, 1000, [BATCH, 1])

@@ -19,8 +19,8 @@ def _parser():
                    % ",".join(["conv3x3_64x64_56", "conv1x1_64x256_56"]))
     b.add_argument("--model", default="resnet50",
                    choices=["resnet50", "googlenet", "all", "none"],
-                   help="whole model(s) at --image-size: stock, fused (NCHW, and "
-                        "channels_last for ResNet) and paddle.inference with oneDNN "
+                   help="whole model(s) at --image-size: stock, fused (NCHW and "
+                        "channels_last) and paddle.inference with oneDNN "
                         "(default resnet50; googlenet runs on the CPU at 224 only)")
     b.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     b.add_argument("--mode", choices=["eval", "train", "both"], default="both",

@@ -1,5 +1,5 @@
 """Whole-model part of `paddle-fastconv bench`: ResNet-50 or GoogLeNet, stock
-dygraph, fused (pf.fuse; NCHW, and channels_last for ResNet) and, for eval,
+dygraph, fused (pf.fuse, NCHW and channels_last) and, for eval,
 paddle.inference with oneDNN on the exported stock model. Outputs are checked
 to agree first."""
 import os
@@ -84,9 +84,7 @@ def bench_model(name, batch, size, mode, repeat, threads):
     paddle.seed(0)
     stock = getattr(vm, name)()
     variants = {}
-    layouts = (("fused", False), ("fused_channels_last", True)) if name.startswith("resnet") \
-        else (("fused", False),)
-    for label, cl in layouts:
+    for label, cl in (("fused", False), ("fused_channels_last", True)):
         m = getattr(vm, name)()
         m.set_state_dict(stock.state_dict())
         variants[label] = fuse(m, channels_last=cl)

@@ -137,13 +137,52 @@ class FusedInceptionBlock(nn.Layer):
     def __init__(self, block, data_format=None):
         super().__init__()
         self.original_layer = [block]
+        self.data_format = data_format or "NCHW"
         for name in self._CONVS:
             self.add_sublayer(name, getattr(block, name))
 
     def forward(self, x):
         convs = [getattr(self, n)._conv for n in self._CONVS]
         return inception(x, [c.weight for c in convs], [c.bias for c in convs],
-                         training=self.training, relu_after_concat=True)
+                         training=self.training, relu_after_concat=True,
+                         data_format=self.data_format)
+
+
+class _NCHWHead(nn.Layer):
+    """A channels_last GoogLeNet's head pool: its NHWC input (13x13 or 6x6
+    maps) is transposed back to NCHW and pooled by the stock layer, so the
+    heads' layers and the outputs are those of the NCHW model. (Paddle's NHWC
+    average pools failed inside paddle.inference's oneDNN layout passes.)"""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = [pool]
+
+    def forward(self, x):
+        return self.pool[0](x.transpose([0, 3, 1, 2]))
+
+
+def _fuse_googlenet_channels_last(model, report):
+    """paddle.vision GoogLeNet on NHWC activations: the image is transposed
+    once at the stem; the three heads' pools return NCHW, so their layers
+    (and the outputs) are unchanged."""
+    from .googlenet import FusedConv2D
+    model._conv._conv = FusedConv2D(model._conv._conv, "NHWC", nchw_input=True)
+    for name in ("_conv_1", "_conv_2"):
+        getattr(model, name)._conv = FusedConv2D(getattr(model, name)._conv, "NHWC")
+    model._pool = _Swapped(model._pool, _FastMaxPool(model._pool, "NHWC"))
+    report += [("_conv._conv", "Conv2D (NHWC)"), ("_conv_1._conv", "Conv2D (NHWC)"),
+               ("_conv_2._conv", "Conv2D (NHWC)"), ("_pool", "MaxPool2D (NHWC)")]
+    for name, child in list(model.named_children()):
+        if type(child) in _block_types():
+            setattr(model, name, FusedInceptionBlock(child, "NHWC"))
+            report.append((name, "Inception (NHWC)"))
+    if model.with_pool:
+        for name in ("_pool_5", "_pool_o1", "_pool_o2"):
+            pool = getattr(model, name)
+            setattr(model, name, _Swapped(pool, _NCHWHead(pool)))
+            report.append((name, "NCHW again"))
+    _fuse_children(model, report, "")  # the heads' 1x1 convolutions (NCHW)
 
 
 def _fuse_plain_conv(layer, report, prefix):
@@ -273,10 +312,11 @@ def fuse(model, inplace=True, return_report=False, channels_last=False):
     """Swaps fused layers into `model` (see the module docstring).
 
     inplace=False fuses a deep copy instead (parameters are then copies too).
-    channels_last=True (paddle.vision ResNets with with_pool=True only) runs
-    the network on NHWC activations internally -- the input is transposed
-    once at the stem, the pools switch layout, inputs and logits are
-    unchanged -- which lets every convolution run without layout reorders.
+    channels_last=True (paddle.vision ResNets and GoogLeNet with
+    with_pool=True only) runs the network on NHWC activations internally --
+    the input is transposed once at the stem, the pools switch layout, inputs
+    and outputs are unchanged -- which lets every convolution run without
+    layout reorders.
     Returns the model, or (model, report) with return_report=True, where the
     report lists (layer path, what was fused)."""
     if not isinstance(model, nn.Layer):
@@ -284,18 +324,22 @@ def fuse(model, inplace=True, return_report=False, channels_last=False):
                         % type(model).__name__)
     data_format = None
     if channels_last:
+        from paddle.vision.models.googlenet import GoogLeNet
         from paddle.vision.models.resnet import ResNet
-        if not isinstance(model, ResNet) or not model.with_pool:
+        if not isinstance(model, (ResNet, GoogLeNet)) or not model.with_pool:
             raise ValueError("fuse: channels_last=True supports paddle.vision ResNets "
-                             "built with with_pool=True (their output stays unchanged), "
-                             "got %s" % type(model).__name__)
+                             "and GoogLeNet built with with_pool=True (their outputs "
+                             "stay unchanged), got %s" % type(model).__name__)
         data_format = "NHWC"
     if not inplace:
         import copy
         model = copy.deepcopy(model)
     report = []
     blocks = _block_types()
-    if type(model) in blocks:
+    from paddle.vision.models.googlenet import GoogLeNet
+    if channels_last and isinstance(model, GoogLeNet):
+        _fuse_googlenet_channels_last(model, report)
+    elif type(model) in blocks:
         model = blocks[type(model)](model)
         report.append(("", type(model.original_layer[0]).__name__))
     else:

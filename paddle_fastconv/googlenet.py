@@ -31,26 +31,34 @@ class FusedConv2D(nn.Layer):
     convolution is Paddle's cuDNN one). Holds the Conv2D as `original_layer`
     and registers its parameters under the same names."""
 
-    def __init__(self, conv):
+    def __init__(self, conv, data_format=None, nchw_input=False):
         super().__init__()
         if conv.bias is not None or conv._padding_mode != "zeros":
             raise ValueError("FusedConv2D: the Conv2D must have no bias and zero padding")
         self.original_layer = [conv]
+        self.data_format = data_format  # overrides the conv's (channels_last)
+        self.nchw_input = nchw_input  # transpose an NCHW input to NHWC first
         for name, p in conv.named_parameters(include_sublayers=False):
             self.add_parameter(name, p)
 
     def forward(self, x):
-        return _plain_conv(self.original_layer[0], x)
+        if self.nchw_input:
+            x = x.transpose([0, 2, 3, 1])
+        return _plain_conv(self.original_layer[0], x, self.data_format)
 
 
 @paddle.jit.not_to_static
-def _plain_conv(conv, x):
-    """A bias-free stock Conv2D's computation: oneDNN on float32 CPU, the
-    stock layer elsewhere."""
+def _plain_conv(conv, x, data_format=None):
+    """A bias-free stock Conv2D's computation (on `data_format` activations,
+    default the conv's own): oneDNN on float32 CPU, Paddle's conv elsewhere.
+    Paddle's filters are [O, C, KH, KW] in either layout."""
+    fmt = data_format or conv._data_format
+    args = (conv._stride, _conv_padding(conv), conv._dilation, conv._groups)
     if not _fast_cpu(x):
-        return conv(x)
-    return onednn_conv2d(x, conv.weight, conv._stride, _conv_padding(conv),
-                         conv._dilation, conv._groups, conv._data_format)
+        if fmt == conv._data_format:
+            return conv(x)
+        return F.conv2d(x, conv.weight, None, *args, data_format=fmt)
+    return onednn_conv2d(x, conv.weight, *args, data_format=fmt)
 
 
 class ConvLayer(nn.Layer):

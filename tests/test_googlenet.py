@@ -17,11 +17,14 @@ from tolerances import assert_close, assert_close_l2
 SIZE = 224
 
 
-def _twins(batch_norm=False):
+def _twins(batch_norm=False, channels_last=False):
     paddle.seed(3)
     stock = vision_googlenet(num_classes=10) if not batch_norm else \
         googlenet(fused=False, num_classes=10, batch_norm=True)
-    fused = googlenet(fused=True, num_classes=10, batch_norm=batch_norm)
+    if channels_last:  # fuse(..., channels_last=True) of paddle.vision's model
+        fused = pf.fuse(vision_googlenet(num_classes=10), channels_last=True)
+    else:
+        fused = googlenet(fused=True, num_classes=10, batch_norm=batch_norm)
     assert list(fused.state_dict()) == list(stock.state_dict())
     fused.set_state_dict(stock.state_dict())
     return stock, fused
@@ -45,9 +48,11 @@ def _rel_err(a, b):
     return np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-30)
 
 
-@pytest.mark.parametrize("batch_norm", [False, True], ids=["vision", "bn"])
+@pytest.mark.parametrize("batch_norm,channels_last", [(False, False), (True, False),
+                                                      (False, True)],
+                         ids=["vision", "bn", "vision-channels_last"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_fused_googlenet_matches_stock(batch_norm, mode):
+def test_fused_googlenet_matches_stock(batch_norm, channels_last, mode):
     """Outputs (all three) against the stock model; every gradient against a
     float64 run of the stock model: the fused model must be as close to it
     as stock fp32 is: the median relative L2 error over all gradients within
@@ -62,7 +67,7 @@ def test_fused_googlenet_matches_stock(batch_norm, mode):
     hence the worst-case allowance, while the median stays tight. A wrong
     stage, branch or BN term moves the median. Per-block tests check
     gradients elementwise."""
-    stock, fused = _twins(batch_norm)
+    stock, fused = _twins(batch_norm, channels_last)
     ref = _no_dropout(vision_googlenet(num_classes=10) if not batch_norm else
                       googlenet(fused=False, num_classes=10, batch_norm=True))
     ref.to(dtype="float64")
@@ -102,13 +107,14 @@ def test_fused_googlenet_matches_stock(batch_norm, mode):
                 assert_close(a, b, "model", what=k)
 
 
-def test_fuse_vision_googlenet_keeps_keys_outputs_and_unfuses():
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_fuse_vision_googlenet_keeps_keys_outputs_and_unfuses(channels_last):
     stock, _ = _twins()
     model = vision_googlenet(num_classes=10)
     model.set_state_dict(stock.state_dict())
     keys = list(model.state_dict())
     params = [id(p) for p in model.parameters()]
-    model, report = pf.fuse(model, return_report=True)
+    model, report = pf.fuse(model, return_report=True, channels_last=channels_last)
     assert list(model.state_dict()) == keys
     assert [id(p) for p in model.parameters()] == params  # shared, not copied
     fused = {path for path, _ in report}
@@ -122,6 +128,14 @@ def test_fuse_vision_googlenet_keeps_keys_outputs_and_unfuses():
     pf.unfuse(model)
     from paddle.vision.models.googlenet import Inception
     assert type(model._ince3a) is Inception and type(model._conv._conv) is paddle.nn.Conv2D
+    assert type(model._pool) is paddle.nn.MaxPool2D
+    if channels_last:
+        assert type(model._pool_5) is paddle.nn.AdaptiveAvgPool2D
+
+
+def test_channels_last_needs_the_pooled_heads():
+    with pytest.raises(ValueError, match="with_pool=True"):
+        pf.fuse(vision_googlenet(num_classes=10, with_pool=False), channels_last=True)
 
 
 def test_sgd_steps_match_stock():
@@ -156,10 +170,11 @@ def test_state_dict_round_trip_and_builder_options():
     assert out.shape == [1, 1024, 1, 1] and out1.shape[1] == 512 and out2.shape[1] == 528
 
 
-def test_fused_googlenet_jit_save_and_inference(tmp_path):
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_fused_googlenet_jit_save_and_inference(tmp_path, channels_last):
     from paddle import inference
     from paddle.static import InputSpec
-    _, model = _twins()
+    _, model = _twins(channels_last=channels_last)
     model.eval()
     x = paddle.randn([1, 3, SIZE, SIZE])
     with paddle.no_grad():
