@@ -31,6 +31,7 @@ def info_dict():
         "cuda_engine": ("sm_%s + PTX compute_%s" % (",sm_".join(map(str, b["cuda_archs"])), b["cuda_ptx"])
                         if b["cuda_archs"] else "not built (%s)" % b["cuda_reason"]),
         "gpu_devices": gpu_count(),
+        "openmp_runtime": b.get("openmp", "?"),
         "threads": runtime.get_num_threads(),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
     }
