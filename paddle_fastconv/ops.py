@@ -334,8 +334,9 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
     for i, entry in enumerate(bn):
         if entry is None:
             p = _absent([1, 1], paddle.float32, x.place)
-            st = _absent([1, 1], paddle.float32, x.place, role="in-place statistics")
-            entry = (p, p, st, st)
+            # (static graphs: a separate variable for each in-place output)
+            entry = (p, p) + tuple(_absent([1, 1], paddle.float32, x.place,
+                                           role="in-place statistics") for _ in range(2))
         elif not isinstance(entry, (list, tuple)) or len(entry) != 4:
             raise ValueError("%s: argument 'bn' entry %d must be None or (weight, bias, "
                              "running_mean, running_var)" % (op, i))
@@ -346,7 +347,7 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
         shift.append(entry[1])
         mean.append(entry[2])
         var.append(entry[3])
-    outs = OPS[op](x, weights, bias_in, scale, shift, mean, var, data_format,
+    outs = OPS[op](x, *weights, *bias_in, *scale, *shift, mean, var, data_format,
                    bool(training), float(momentum), float(epsilon),
                    [int(bool(r)) for r in relus], bool(relu_after_concat))
     return outs[0]

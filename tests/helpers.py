@@ -58,3 +58,22 @@ def input_shape(n, c, hw, data_format):
 LEGACY_STATIC = int(paddle.__version__.split(".")[0]) < 3 and paddle.__version__ != "0.0.0"
 LEGACY_STATIC_REASON = ("Paddle 2.x's legacy static graph fails while appending this custom "
                         "op's backward (vector range check); Paddle 3 (PIR) works")
+
+
+def predict(path, x):
+    """Runs a model saved by paddle.jit.save at `path` with paddle.inference
+    (CPU) on x; returns every output as numpy, in the predictor's order. The
+    predictor leaves the calling thread at one OpenMP thread: the suite's
+    count is restored afterwards."""
+    import os
+    from paddle import inference
+    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
+    cfg = inference.Config(prog, path + ".pdiparams")
+    cfg.disable_gpu()
+    cfg.disable_glog_info()
+    threads = pf.get_num_threads()
+    pred = inference.create_predictor(cfg)
+    pred.get_input_handle(pred.get_input_names()[0]).copy_from_cpu(x.numpy())
+    pred.run()
+    pf.set_num_threads(threads)
+    return [pred.get_output_handle(n).copy_to_cpu() for n in pred.get_output_names()]

@@ -8,7 +8,7 @@ from paddle.vision.models import resnet18, resnet50
 
 import paddle_fastconv as pf
 from paddle_fastconv import models
-from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON
+from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON, predict
 from tolerances import assert_close
 
 
@@ -156,15 +156,7 @@ def test_fused_resnet_jit_save_and_inference(tmp_path, channels_last):
         expected = model(x).numpy()
     path = os.path.join(str(tmp_path), "resnet18_fused")
     paddle.jit.save(model, path, input_spec=[InputSpec([None, 3, 64, 64], "float32")])
-    from paddle import inference
-    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
-    cfg = inference.Config(prog, path + ".pdiparams")
-    cfg.disable_gpu()
-    cfg.disable_glog_info()
-    pred = inference.create_predictor(cfg)
-    pred.get_input_handle(pred.get_input_names()[0]).copy_from_cpu(x.numpy())
-    pred.run()
-    out = pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+    out = predict(path, x)[0]
     assert_close(out, expected, "model", what="paddle.inference vs dygraph")
 
 

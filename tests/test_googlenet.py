@@ -11,6 +11,7 @@ from paddle.vision.models import googlenet as vision_googlenet
 
 import paddle_fastconv as pf
 from paddle_fastconv.models import googlenet
+from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON, predict
 from tolerances import assert_close, assert_close_l2
 
 # The auxiliary heads' Linear layers fix the input size at 224x224.
@@ -172,7 +173,6 @@ def test_state_dict_round_trip_and_builder_options():
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_fused_googlenet_jit_save_and_inference(tmp_path, channels_last):
-    from paddle import inference
     from paddle.static import InputSpec
     _, model = _twins(channels_last=channels_last)
     model.eval()
@@ -181,13 +181,27 @@ def test_fused_googlenet_jit_save_and_inference(tmp_path, channels_last):
         expected = [o.numpy() for o in model(x)]
     path = os.path.join(str(tmp_path), "googlenet_fused")
     paddle.jit.save(model, path, input_spec=[InputSpec([None, 3, SIZE, SIZE], "float32")])
-    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
-    cfg = inference.Config(prog, path + ".pdiparams")
-    cfg.disable_gpu()
-    cfg.disable_glog_info()
-    pred = inference.create_predictor(cfg)
-    pred.get_input_handle(pred.get_input_names()[0]).copy_from_cpu(x.numpy())
-    pred.run()
-    for name, e in zip(pred.get_output_names(), expected):
-        out = pred.get_output_handle(name).copy_to_cpu()
-        assert_close(out, e, "model", what="paddle.inference vs dygraph " + name)
+    outs = predict(path, x)
+    assert len(outs) == 3
+    for i, (out, e) in enumerate(zip(outs, expected)):
+        assert_close(out, e, "model", what="paddle.inference vs dygraph, output %d" % i)
+
+
+@pytest.mark.xfail(LEGACY_STATIC, strict=False, reason=LEGACY_STATIC_REASON)
+def test_fused_googlenet_to_static_training_step():
+    """A to_static training step of the fused GoogLeNet (Inception op, plain
+    convolutions and pools with their grad ops in a static program): loss
+    and a stem gradient match the dygraph step."""
+    stock, fused = _twins()
+    for m in (stock, fused):
+        _no_dropout(m)
+        m.train()
+    static = paddle.jit.to_static(fused, full_graph=True)
+    x = paddle.randn([2, 3, SIZE, SIZE])
+    l1 = sum(o.mean() for o in stock(x))
+    l2 = sum(o.mean() for o in static(x))
+    assert_close(l2, l1, "model", what="loss")
+    l1.backward()
+    l2.backward()
+    assert_close_l2(fused._conv._conv.weight.grad, stock._conv._conv.weight.grad,
+                    what="stem dW")

@@ -9,7 +9,7 @@ import pytest
 from paddle.static import InputSpec
 
 import paddle_fastconv as pf
-from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON
+from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON, predict
 from tolerances import assert_close
 
 
@@ -72,14 +72,5 @@ def test_jit_save_load_and_inference_predictor(tmp_path, fmt):
     loaded.eval()
     assert_close(loaded(x), expected, "out", what="jit.load")
 
-    from paddle import inference
-    prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
-    cfg = inference.Config(prog, path + ".pdiparams")
-    cfg.disable_gpu()
-    cfg.disable_glog_info()
-    pred = inference.create_predictor(cfg)
-    h = pred.get_input_handle(pred.get_input_names()[0])
-    h.copy_from_cpu(x.numpy())
-    pred.run()
-    out = pred.get_output_handle(pred.get_output_names()[0]).copy_to_cpu()
+    out = predict(path, x)[0]
     assert_close(out, expected, "out", what="paddle.inference")

@@ -86,47 +86,62 @@ InceptionGeometry check_inputs(const paddle::Tensor& x, const TensorList& w,
            "oneDNN engine). Use the stock layers (fused=False) on GPU.");
 }
 
-TensorList InceptionForward(const paddle::Tensor& x, const TensorList& w,
-                            const TensorList& bias, const TensorList& scale,
-                            const TensorList& shift, TensorList& mean,
+// The differentiable parameters are six separate inputs each (weights,
+// biases, BN scales, BN shifts): a vector input's gradient would be a vector
+// output of the grad op, which Paddle's static graph (PIR) refuses unless it
+// is in place. The running statistics are in-place vectors.
+#define FC_SIX(T, p) T p##0, T p##1, T p##2, T p##3, T p##4, T p##5
+#define FC_LIST(p) {p##0, p##1, p##2, p##3, p##4, p##5}
+using Tensor = paddle::Tensor;
+using Shape = std::vector<int64_t>;
+using DType = paddle::DataType;
+
+TensorList InceptionForward(const Tensor& x, FC_SIX(const Tensor&, w),
+                            FC_SIX(const Tensor&, b), FC_SIX(const Tensor&, s),
+                            FC_SIX(const Tensor&, h), TensorList& mean,
                             TensorList& var, const std::string& data_format,
                             bool training, float momentum, float epsilon,
                             const std::vector<int>& stage_relu,
                             bool relu_after_concat) {
+  const TensorList W = FC_LIST(w), B = FC_LIST(b), S = FC_LIST(s),
+                   H = FC_LIST(h);
   const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
                                       stage_relu, relu_after_concat);
-  const InceptionGeometry g =
-      check_inputs(x, w, bias, scale, shift, &mean, &var, a);
+  const InceptionGeometry g = check_inputs(x, W, B, S, H, &mean, &var, a);
   if (!x.is_cpu()) unsupported_device(x);
   // {Out, Workspace, SavedStats}; MeanOut/VarOut are the inputs, updated in
   // place.
-  return inception_forward_cpu(x, w, bias, scale, shift, mean, var, g, a);
+  return inception_forward_cpu(x, W, B, S, H, mean, var, g, a);
 }
 
-TensorList InceptionBackward(
-    const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
-    const TensorList& scale, const TensorList& shift, const paddle::Tensor& out,
-    const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
-    const paddle::Tensor& dout, const std::string& data_format, bool training,
-    float momentum, float epsilon, const std::vector<int>& stage_relu,
-    bool relu_after_concat) {
+TensorList InceptionBackward(const Tensor& x, FC_SIX(const Tensor&, w),
+                             FC_SIX(const Tensor&, b),
+                             FC_SIX(const Tensor&, s),
+                             FC_SIX(const Tensor&, h), const Tensor& out,
+                             const Tensor& workspace, const Tensor& saved_stats,
+                             const Tensor& dout, const std::string& data_format,
+                             bool training, float momentum, float epsilon,
+                             const std::vector<int>& stage_relu,
+                             bool relu_after_concat) {
+  const TensorList W = FC_LIST(w), B = FC_LIST(b), S = FC_LIST(s),
+                   H = FC_LIST(h);
   const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
                                       stage_relu, relu_after_concat);
   const InceptionGeometry g =
-      check_inputs(x, w, bias, scale, shift, nullptr, nullptr, a);
+      check_inputs(x, W, B, S, H, nullptr, nullptr, a);
   FC_CHECK_ARG(dout.shape() == g.out_shape() && dout.dtype() == x.dtype() &&
                    out.shape() == g.out_shape(),
                kInceptionOp, "grad_out", "must match the output (shape ",
                shape_str(g.out_shape()), "), got ", shape_str(dout.shape()));
   if (!x.is_cpu()) unsupported_device(x);
-  TensorList grads = inception_backward_cpu(x, w, bias, scale, shift, out,
-                                            workspace, saved_stats, dout, g, a);
+  TensorList grads = inception_backward_cpu(x, W, B, S, H, out, workspace,
+                                            saved_stats, dout, g, a);
   // Gradients of absent inputs: zeros shaped like their placeholders.
-  const TensorList* inputs[4] = {&w, &bias, &scale, &shift};
+  const TensorList* inputs[4] = {&W, &B, &S, &H};
   for (int k = 1; k < 4; ++k)
-    for (int s = 0; s < kStages; ++s) {
-      paddle::Tensor& gt = grads[1 + k * kStages + s];
-      const paddle::Tensor& in = (*inputs[k])[s];
+    for (int st = 0; st < kStages; ++st) {
+      Tensor& gt = grads[1 + k * kStages + st];
+      const Tensor& in = (*inputs[k])[st];
       if (!gt.initialized())
         gt = paddle::full(in.shape(), 0, in.dtype(), x.place());
     }
@@ -135,15 +150,15 @@ TensorList InceptionBackward(
 
 // ------------------------------------------------------------ inference fns
 
-Shapes InceptionInferShape(const std::vector<int64_t>& x, const Shapes& w,
-                           const Shapes& bias, const Shapes& scale,
-                           const Shapes& shift, const Shapes& mean,
+Shapes InceptionInferShape(const Shape& x, FC_SIX(const Shape&, w),
+                           FC_SIX(const Shape&, b), FC_SIX(const Shape&, s),
+                           FC_SIX(const Shape&, h), const Shapes& mean,
                            const Shapes& var, const std::string& data_format,
                            bool training, float momentum, float epsilon,
                            const std::vector<int>& stage_relu,
                            bool relu_after_concat) {
-  const InceptionGeometry g =
-      make_inception_geometry(x, w, bias, scale, data_format, true);
+  const InceptionGeometry g = make_inception_geometry(
+      x, FC_LIST(w), FC_LIST(b), FC_LIST(s), data_format, true);
   const bool known = g.N > 0 && g.H > 0 && g.W > 0;
   Shapes out{g.out_shape()};  // (in-place outputs are not listed)
   out.push_back({training ? (known ? g.workspace().total : -1) : 1});
@@ -151,38 +166,63 @@ Shapes InceptionInferShape(const std::vector<int64_t>& x, const Shapes& w,
   return out;
 }
 
-std::vector<paddle::DataType> InceptionInferDtype(
-    const paddle::DataType& x, const std::vector<paddle::DataType>& w,
-    const std::vector<paddle::DataType>& bias,
-    const std::vector<paddle::DataType>& scale,
-    const std::vector<paddle::DataType>& shift,
-    const std::vector<paddle::DataType>& mean,
-    const std::vector<paddle::DataType>& var) {
-  return {x, x, paddle::DataType::FLOAT32};
+std::vector<DType> InceptionInferDtype(const DType& x, FC_SIX(const DType&, w),
+                                       FC_SIX(const DType&, b),
+                                       FC_SIX(const DType&, s),
+                                       FC_SIX(const DType&, h),
+                                       const std::vector<DType>& mean,
+                                       const std::vector<DType>& var) {
+  return {x, x, DType::FLOAT32};
 }
 
-Shapes InceptionGradInferShape(
-    const std::vector<int64_t>& x, const Shapes& w, const Shapes& bias,
-    const Shapes& scale, const Shapes& shift, const std::vector<int64_t>& out,
-    const std::vector<int64_t>& workspace, const std::vector<int64_t>& stats,
-    const std::vector<int64_t>& dout) {
+Shapes InceptionGradInferShape(const Shape& x, FC_SIX(const Shape&, w),
+                               FC_SIX(const Shape&, b),
+                               FC_SIX(const Shape&, s),
+                               FC_SIX(const Shape&, h), const Shape& out,
+                               const Shape& workspace, const Shape& stats,
+                               const Shape& dout) {
   Shapes r{x};
-  for (const Shapes* l : {&w, &bias, &scale, &shift})
-    r.insert(r.end(), l->begin(), l->end());
+  for (const Shapes& l : {Shapes FC_LIST(w), Shapes FC_LIST(b),
+                          Shapes FC_LIST(s), Shapes FC_LIST(h)})
+    r.insert(r.end(), l.begin(), l.end());
   return r;
 }
 
-std::vector<paddle::DataType> InceptionGradInferDtype(
-    const paddle::DataType& x, const std::vector<paddle::DataType>& w,
-    const std::vector<paddle::DataType>& bias,
-    const std::vector<paddle::DataType>& scale,
-    const std::vector<paddle::DataType>& shift, const paddle::DataType& out,
-    const paddle::DataType& workspace, const paddle::DataType& stats,
-    const paddle::DataType& dout) {
-  std::vector<paddle::DataType> r{x};
-  for (const auto* l : {&w, &bias, &scale, &shift})
-    r.insert(r.end(), l->begin(), l->end());
+std::vector<DType> InceptionGradInferDtype(
+    const DType& x, FC_SIX(const DType&, w), FC_SIX(const DType&, b),
+    FC_SIX(const DType&, s), FC_SIX(const DType&, h), const DType& out,
+    const DType& workspace, const DType& stats, const DType& dout) {
+  std::vector<DType> r{x};
+  for (const std::vector<DType>& l :
+       {std::vector<DType> FC_LIST(w), std::vector<DType> FC_LIST(b),
+        std::vector<DType> FC_LIST(s), std::vector<DType> FC_LIST(h)})
+    r.insert(r.end(), l.begin(), l.end());
   return r;
+}
+
+// Input and output names: X, Filter0..5, Bias0..5, Scale0..5, Shift0..5.
+std::vector<std::string> param_names(bool grad) {
+  std::vector<std::string> names{grad ? paddle::Grad("X") : "X"};
+  for (const char* p : {"Filter", "Bias", "Scale", "Shift"})
+    for (int st = 0; st < kStages; ++st) {
+      const std::string n = p + std::to_string(st);
+      names.push_back(grad ? paddle::Grad(n) : n);
+    }
+  return names;
+}
+
+std::vector<std::string> forward_inputs() {
+  std::vector<std::string> n = param_names(false);
+  n.push_back(paddle::Vec("RunningMean"));
+  n.push_back(paddle::Vec("RunningVar"));
+  return n;
+}
+
+std::vector<std::string> grad_inputs() {
+  std::vector<std::string> n = param_names(false);
+  for (const char* e : {"Out", "Workspace", "SavedStats"}) n.push_back(e);
+  n.push_back(paddle::Grad("Out"));
+  return n;
 }
 
 }  // namespace
@@ -194,9 +234,7 @@ std::vector<paddle::DataType> InceptionGradInferDtype(
    "relu_after_concat: bool"}
 
 PD_BUILD_OP(fastconv_inception)
-    .Inputs({"X", paddle::Vec("Filter"), paddle::Vec("Bias"),
-             paddle::Vec("Scale"), paddle::Vec("Shift"),
-             paddle::Vec("RunningMean"), paddle::Vec("RunningVar")})
+    .Inputs(fastconv::forward_inputs())
     .Outputs({"Out", paddle::Vec("MeanOut"), paddle::Vec("VarOut"),
               "Workspace", "SavedStats"})
     .Attrs(FC_INCEPTION_ATTRS)
@@ -207,13 +245,8 @@ PD_BUILD_OP(fastconv_inception)
     .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::InceptionInferDtype));
 
 PD_BUILD_GRAD_OP(fastconv_inception)
-    .Inputs({"X", paddle::Vec("Filter"), paddle::Vec("Bias"),
-             paddle::Vec("Scale"), paddle::Vec("Shift"), "Out", "Workspace",
-             "SavedStats", paddle::Grad("Out")})
-    .Outputs({paddle::Grad("X"), paddle::Grad(paddle::Vec("Filter")),
-              paddle::Grad(paddle::Vec("Bias")),
-              paddle::Grad(paddle::Vec("Scale")),
-              paddle::Grad(paddle::Vec("Shift"))})
+    .Inputs(fastconv::grad_inputs())
+    .Outputs(fastconv::param_names(true))
     .Attrs(FC_INCEPTION_ATTRS)
     .SetKernelFn(PD_KERNEL(fastconv::InceptionBackward))
     .SetInferShapeFn(PD_INFER_SHAPE(fastconv::InceptionGradInferShape))
