@@ -1,4 +1,4 @@
-"""Trains a stock and a fused ResNet side by side on a real image dataset.
+"""Trains a stock and a fused ResNet or GoogLeNet side by side on a real image dataset.
 
 Both models start from the same weights and see the same batches in the same
 order; per epoch the script prints loss, accuracy and training images/s of
@@ -33,7 +33,9 @@ def parse_args(argv=None):
                    help="'digits' (scikit-learn's bundled dataset) or an image folder with "
                         "one subfolder per class (default: digits)")
     p.add_argument("--model", default="resnet18",
-                   choices=["resnet18", "resnet34", "resnet50"], help="(default: resnet18)")
+                   choices=["resnet18", "resnet34", "resnet50", "googlenet"],
+                   help="(default: resnet18; googlenet needs --image-size 224, which its "
+                        "auxiliary heads fix, and trains on main + 0.3 * each auxiliary loss)")
     p.add_argument("--epochs", type=int, default=8, help="(default: 8)")
     p.add_argument("--batch", type=int, default=32, help="(default: 32)")
     p.add_argument("--image-size", type=int, default=32,
@@ -59,6 +61,8 @@ def parse_args(argv=None):
             p.error("--%s must be >= 1" % name.replace("_", "-"))
     if args.noise < 0:
         p.error("--noise must be >= 0")
+    if args.model == "googlenet" and args.image_size != 224:
+        p.error("--model googlenet needs --image-size 224 (its auxiliary heads fix the size)")
     if args.data != "digits" and not os.path.isdir(args.data):
         p.error("--data must be 'digits' or an existing folder, got %r" % args.data)
     return args
@@ -118,6 +122,19 @@ def progress(prefix, done, total, width=30):
     sys.stderr.flush()
 
 
+def main_output(out):
+    """The logits (GoogLeNet also returns two auxiliary heads)."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def training_loss(out, labels):
+    import paddle
+    ce = paddle.nn.functional.cross_entropy
+    if isinstance(out, (tuple, list)):  # GoogLeNet: main + 0.3 * each auxiliary head
+        return ce(out[0], labels) + 0.3 * (ce(out[1], labels) + ce(out[2], labels))
+    return ce(out, labels)
+
+
 def evaluate(model, x, y, batch):
     import paddle
     model.eval()
@@ -125,7 +142,7 @@ def evaluate(model, x, y, batch):
     with paddle.no_grad():
         for i in range(0, len(y), batch):
             xb, yb = paddle.to_tensor(x[i:i + batch]), paddle.to_tensor(y[i:i + batch])
-            logits = model(xb)
+            logits = main_output(model(xb))
             loss_sum += float(paddle.nn.functional.cross_entropy(logits, yb[:, None],
                                                                  reduction="sum"))
             correct += int((logits.argmax(axis=1) == yb).sum())
@@ -194,7 +211,7 @@ def main(argv=None):
                                                       else "float32"))
                 yb = paddle.to_tensor(ytr[idx][:, None])
                 t0 = time.perf_counter()
-                loss = paddle.nn.functional.cross_entropy(model(xb), yb)
+                loss = training_loss(model(xb), yb)
                 loss.backward()
                 opt.step()
                 opt.clear_grad()

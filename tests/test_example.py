@@ -51,3 +51,24 @@ def test_train_on_digits(tmp_path):
 def test_bad_arguments(tmp_path):
     p = _run(["--data", str(tmp_path / "missing")], tmp_path)
     assert p.returncode != 0 and "--data must be" in p.stderr
+
+
+def test_train_googlenet_on_an_image_folder(tmp_path):
+    """GoogLeNet (main + auxiliary losses) at its 224x224 input, tiny run."""
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+    rng = np.random.default_rng(1)
+    for label, level in (("dark", 60), ("light", 190)):
+        os.makedirs(tmp_path / "data" / label)
+        for i in range(4):
+            img = np.clip(rng.normal(level, 30, [12, 12, 3]), 0, 255).astype("uint8")
+            Image.fromarray(img).save(tmp_path / "data" / label / ("%d.png" % i))
+    out = tmp_path / "curves.png"
+    p = _run(["--data", str(tmp_path / "data"), "--model", "googlenet", "--epochs", "1",
+              "--batch", "4", "--image-size", "224", "--threads", "2", "--out", str(out)],
+             tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "model googlenet" in p.stdout and "| 1 |" in p.stdout
+    assert out.exists()
+    bad = _run(["--model", "googlenet", "--image-size", "64"], tmp_path)
+    assert bad.returncode != 0 and "needs --image-size 224" in bad.stderr
