@@ -21,7 +21,7 @@ def _fast_cpu(x):
     """Whether the oneDNN kernels take x (float32 CPU, dygraph or a CPU-only
     static graph)."""
     on_cpu = x.place.is_cpu_place() if paddle.in_dynamic_mode() else \
-        not paddle.is_compiled_with_cuda()
+        paddle.get_device() == "cpu"  # static: where it will run
     return on_cpu and x.dtype == paddle.float32 and get_cpu_conv_engine() == "onednn"
 
 
@@ -53,7 +53,12 @@ def _plain_conv(conv, x, data_format=None):
     default the conv's own): oneDNN on float32 CPU, Paddle's conv elsewhere.
     Paddle's filters are [O, C, KH, KW] in either layout."""
     fmt = data_format or conv._data_format
-    args = (conv._stride, _conv_padding(conv), conv._dilation, conv._groups)
+    pad = _conv_padding(conv)
+    if not isinstance(pad, str) and len(pad) == 4 and isinstance(pad[0], (list, tuple)):
+        # Paddle's nested form lists the axes in the conv's own layout
+        sp = pad[2:] if conv._data_format == "NCHW" else pad[1:3]
+        pad = [sp[0][0], sp[0][1], sp[1][0], sp[1][1]]
+    args = (conv._stride, pad, conv._dilation, conv._groups)
     if not _fast_cpu(x):
         if fmt == conv._data_format:
             return conv(x)

@@ -187,7 +187,7 @@ def test_fused_googlenet_jit_save_and_inference(tmp_path, channels_last):
         assert_close(out, e, "model", what="paddle.inference vs dygraph, output %d" % i)
 
 
-@pytest.mark.xfail(LEGACY_STATIC, strict=False, reason=LEGACY_STATIC_REASON)
+@pytest.mark.xfail(LEGACY_STATIC, strict=True, raises=IndexError, reason=LEGACY_STATIC_REASON)
 def test_fused_googlenet_to_static_training_step():
     """A to_static training step of the fused GoogLeNet (Inception op, plain
     convolutions and pools with their grad ops in a static program): loss
