@@ -50,11 +50,14 @@ struct Buf {
 
 // Everything one call works with.
 struct Ctx {
+  Ctx(const InceptionGeometry& geometry, const InceptionAttrs& attrs)
+      : g(geometry), a(attrs) {}
+
   const InceptionGeometry& g;
   const InceptionAttrs& a;
   std::vector<const float*> w, bias, gamma, beta;
   std::vector<float*> rmean, rvar;
-  float* stats;  // [2 * sum C]: mean, then 1/std
+  float* stats = nullptr;  // [2 * sum C]: mean, then 1/std
   // Eval with `stats` already holding the running statistics' mean and 1/std
   // (backward's recompute): use them as they are.
   bool stats_given = false;
@@ -257,7 +260,7 @@ Ctx make_ctx(const InceptionGeometry& g, const InceptionAttrs& a,
              const TensorList& w, const TensorList& bias,
              const TensorList& scale, const TensorList& shift,
              const TensorList* mean, const TensorList* var, float* stats) {
-  Ctx c{g, a};
+  Ctx c(g, a);
   c.w = data_of<const float*>(w, nullptr);
   c.bias = data_of<const float*>(bias, &g.bias);
   c.gamma = data_of<const float*>(scale, &g.bn);
