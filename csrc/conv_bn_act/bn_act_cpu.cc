@@ -29,7 +29,7 @@ void bn_backward_coefficients(const float* gamma, const float* invstd,
     k2[c] = batch_stats
                 ? static_cast<float>(-gm * is * is * is * sum_gxmu[c] / count)
                 : 0.f;
-    k3[c] = batch_stats ? static_cast<float>(-gm * is * sum_g[c] / count) : 0.f;
+    k3[c] = batch_stats ? static_cast<float>(sum_g[c] / count) : 0.f;
   }
 }
 void set_num_threads(int n) { omp_set_num_threads(std::max(1, n)); }
@@ -271,7 +271,7 @@ void bn_act_backward_apply(const float* dy, const float* y, const float* z,
       const float a = k1[c], b = k2[c], d = k3[c], m = mean[c];
       for (int64_t i = 0; i < I; ++i) {
         const float g = masked(dp[i], relu ? yp[i] : 1.f, relu);
-        if (dzp) dzp[i] = a * g + b * (zp[i] - m) + d;
+        if (dzp) dzp[i] = a * (g - d) + b * (zp[i] - m);
         if (drp) drp[i] = g;
       }
     }
@@ -286,7 +286,7 @@ void bn_act_backward_apply(const float* dy, const float* y, const float* z,
     float* drp = dres ? dres + r * rs : nullptr;
     for (int64_t c = 0; c < C; ++c) {
       const float g = masked(dp[c], relu ? yp[c] : 1.f, relu);
-      if (dzp) dzp[c] = k1[c] * g + k2[c] * (zp[c] - mean[c]) + k3[c];
+      if (dzp) dzp[c] = k1[c] * (g - k3[c]) + k2[c] * (zp[c] - mean[c]);
       if (drp) drp[c] = g;
     }
   }

@@ -42,7 +42,8 @@ void bn_affine_coefficients(const float* gamma, const float* beta,
 // The coefficients of bn_act_backward_apply from the reductions of
 // bn_act_backward_reduce over `count` values per channel: k1 = gamma * invstd;
 // with batch statistics k2 = -gamma * invstd^3 * sum_gxmu / count and
-// k3 = -gamma * invstd * sum_g / count, with running statistics k2 = k3 = 0.
+// k3 = sum_g / count (the mean gradient), with running statistics
+// k2 = k3 = 0.
 void bn_backward_coefficients(const float* gamma, const float* invstd,
                               const double* sum_g, const double* sum_gxmu,
                               double count, bool batch_stats, int64_t channels,
@@ -66,7 +67,10 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
                             double* sum_g, double* sum_gxmu,
                             const RowStrides& s = {});
 
-// dz = k1[c] * g + k2[c] * (z - mean[c]) + k3[c]; dres = g when not null.
+// dz = k1[c] * (g - k3[c]) + k2[c] * (z - mean[c]); dres = g when not null.
+// (The mean gradient is subtracted before scaling, as stock Paddle does:
+// where g is close to its mean, scaling first and subtracting two large
+// products loses digits.)
 // dz may be null (only dres wanted).
 void bn_act_backward_apply(const float* dy, const float* y, const float* z,
                            const float* mean, const float* k1, const float* k2,
