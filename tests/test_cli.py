@@ -51,6 +51,9 @@ def test_bench_png_chart(tmp_path):
 @pytest.mark.parametrize("args,msg", [
     (["bench", "--layers", "nope", "--model", "none"], "unknown layer"),
     (["bench", "--threads", "0"], "must be >= 1"),
+    (["bench", "--layers", "none", "--model", "googlenet", "--image-size", "64"],
+     "googlenet takes 224x224 images only"),
+    (["bench", "--model", "vgg"], "invalid choice"),
     pytest.param(["bench", "--device", "gpu", "--model", "none"], "--device gpu needs",
                  marks=pytest.mark.skipif(has_gpu(), reason="a GPU is present")),
 ])
