@@ -122,21 +122,9 @@ def progress(prefix, done, total, width=30):
     sys.stderr.flush()
 
 
-def main_output(out):
-    """The logits (GoogLeNet also returns two auxiliary heads)."""
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-def training_loss(out, labels):
-    import paddle
-    ce = paddle.nn.functional.cross_entropy
-    if isinstance(out, (tuple, list)):  # GoogLeNet: main + 0.3 * each auxiliary head
-        return ce(out[0], labels) + 0.3 * (ce(out[1], labels) + ce(out[2], labels))
-    return ce(out, labels)
-
-
 def evaluate(model, x, y, batch):
     import paddle
+    from paddle_fastconv.bench_models import main_output
     model.eval()
     correct, loss_sum = 0, 0.0
     with paddle.no_grad():
@@ -157,6 +145,7 @@ def main(argv=None):
     from paddle.vision import models as vision_models
 
     import paddle_fastconv as pf
+    from paddle_fastconv.bench_models import training_loss
 
     pf.set_num_threads(args.threads)
     paddle.base.core.set_num_threads(args.threads)

@@ -18,12 +18,12 @@ MODELS = tuple(GMACS)
 FIXED_SIZE = {"googlenet": 224}
 
 
-def _main(out):
+def main_output(out):
     """The main logits (GoogLeNet returns them with two auxiliary heads)."""
     return out[0] if isinstance(out, (tuple, list)) else out
 
 
-def _loss(out, label):
+def training_loss(out, label):
     ce = paddle.nn.functional.cross_entropy
     if isinstance(out, (tuple, list)):  # GoogLeNet: main + 0.3 * each auxiliary
         return ce(out[0], label) + 0.3 * ce(out[1], label) + 0.3 * ce(out[2], label)
@@ -95,14 +95,14 @@ def bench_model(name, batch, size, mode, repeat, threads):
         for m in variants.values():
             m.eval()
         with paddle.no_grad():
-            ref = _main(stock(x)).numpy()
+            ref = main_output(stock(x)).numpy()
             fns = {"stock": lambda: stock(x)}
             fns.update({k: (lambda m=m: m(x)) for k, m in variants.items()})
             if x.place.is_cpu_place():  # the oneDNN deployment engine (CPU)
                 fns["paddle_inference"] = inference_runner(stock, x, size, threads)
             for k, fn in fns.items():
                 got = fn()
-                got = got if isinstance(got, np.ndarray) else _main(got).numpy()
+                got = got if isinstance(got, np.ndarray) else main_output(got).numpy()
                 err = float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-12))
                 if err > 1e-3:
                     raise RuntimeError("bench: %s %s disagrees with stock (relative error "
@@ -117,7 +117,7 @@ def bench_model(name, batch, size, mode, repeat, threads):
             opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
 
             def step(m=m, opt=opt):
-                _loss(m(x), label).backward()
+                training_loss(m(x), label).backward()
                 opt.step()
                 opt.clear_grad()
             row[k] = batch / _median_s(step, repeat)

@@ -15,12 +15,12 @@ What is fused:
   `nn.Sequential`.
 Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 """
-import paddle
 from paddle import nn
 
-from .ops import inception, max_pool2d
+from .ops import float32_on_cpu, max_pool2d
 
 from .nn import conv_bn_from_layers as _apply
+from .nn import inception_from_layers
 
 __all__ = ["fuse", "unfuse"]
 
@@ -143,9 +143,8 @@ class FusedInceptionBlock(nn.Layer):
 
     def forward(self, x):
         convs = [getattr(self, n)._conv for n in self._CONVS]
-        return inception(x, [c.weight for c in convs], [c.bias for c in convs],
-                         training=self.training, relu_after_concat=True,
-                         data_format=self.data_format)
+        return inception_from_layers(convs, [None] * 6, x, relu_each=False,
+                                     training=self.training, data_format=self.data_format)
 
 
 class _NCHWHead(nn.Layer):
@@ -240,9 +239,7 @@ class _FastMaxPool(nn.Layer):
         self.args = (mp.ksize, mp.stride, pad)
 
     def forward(self, x):
-        on_cpu = x.place.is_cpu_place() if paddle.in_dynamic_mode() else \
-            paddle.get_device() == "cpu"  # static: where it will run
-        if self.ours and x.dtype == paddle.float32 and on_cpu:
+        if self.ours and float32_on_cpu(x):
             return max_pool2d(x, *self.args, data_format=self.data_format)
         return self.stock(x)
 

@@ -11,7 +11,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .nn import Inception, _conv_padding, conv_bn_from_layers
-from .ops import onednn_conv2d
+from .ops import float32_on_cpu, onednn_conv2d
 from .runtime import get_cpu_conv_engine
 
 __all__ = ["GoogLeNet", "ConvLayer", "FusedConv2D"]
@@ -20,9 +20,7 @@ __all__ = ["GoogLeNet", "ConvLayer", "FusedConv2D"]
 def _fast_cpu(x):
     """Whether the oneDNN kernels take x (float32 CPU, dygraph or a CPU-only
     static graph)."""
-    on_cpu = x.place.is_cpu_place() if paddle.in_dynamic_mode() else \
-        paddle.get_device() == "cpu"  # static: where it will run
-    return on_cpu and x.dtype == paddle.float32 and get_cpu_conv_engine() == "onednn"
+    return float32_on_cpu(x) and get_cpu_conv_engine() == "onednn"
 
 
 class FusedConv2D(nn.Layer):

@@ -5,7 +5,8 @@ from paddle import nn
 from . import _args
 from .ops import conv_bn_act, inception
 
-__all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock", "Inception", "InceptionConv"]
+__all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock", "Inception", "InceptionConv",
+           "inception_from_layers"]
 
 
 def _conv_padding(conv):
@@ -235,23 +236,31 @@ class Inception(nn.Layer):
         if not self.fused:
             return self._stock_forward(x)
         stages = self._stages()
-        bn = []
-        for s in stages:
-            b = s._bn
-            if b is None:
-                bn.append(None)
-                continue
-            if b._use_global_stats or b.weight is None or b.bias is None:
-                raise ValueError("Inception: fused BatchNorm2D layers must have affine "
-                                 "parameters and use_global_stats unset; use fused=False")
-            bn.append((b.weight, b.bias, b._mean, b._variance))
-        hyper = {(s._bn._momentum, s._bn._epsilon) for s in stages if s._bn is not None}
-        if len(hyper) > 1:
-            raise ValueError("Inception: the fused op takes one BatchNorm momentum and "
-                             "epsilon for the block, got %s; use fused=False" % sorted(hyper))
-        ref = stages[0]._bn
-        return inception(
-            x, [s._conv.weight for s in stages], [s._conv.bias for s in stages], bn,
-            training=self.training, momentum=ref._momentum if ref else 0.9,
-            epsilon=ref._epsilon if ref else 1e-5, stage_relu=[self._relu_each] * 6,
-            relu_after_concat=not self._relu_each, data_format=self._data_format)
+        return inception_from_layers([s._conv for s in stages], [s._bn for s in stages], x,
+                                     relu_each=self._relu_each, training=self.training,
+                                     data_format=self._data_format)
+
+
+def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="NCHW"):
+    """The fused Inception op with the parameters of six stock Conv2D layers
+    (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) and their
+    BatchNorm2D layers (None where a convolution has none); ReLU after each
+    convolution (relu_each) or once after the concat."""
+    bn = []
+    for b in bns:
+        if b is None:
+            bn.append(None)
+            continue
+        if b._use_global_stats or b.weight is None or b.bias is None:
+            raise ValueError("Inception: fused BatchNorm2D layers must have affine "
+                             "parameters and use_global_stats unset; use fused=False")
+        bn.append((b.weight, b.bias, b._mean, b._variance))
+    hyper = {(b._momentum, b._epsilon) for b in bns if b is not None}
+    if len(hyper) > 1:
+        raise ValueError("Inception: the fused op takes one BatchNorm momentum and "
+                         "epsilon for the block, got %s; use fused=False" % sorted(hyper))
+    momentum, epsilon = hyper.pop() if hyper else (0.9, 1e-5)
+    return inception(
+        x, [c.weight for c in convs], [c.bias for c in convs], bn, training=training,
+        momentum=momentum, epsilon=epsilon, stage_relu=[relu_each] * 6,
+        relu_after_concat=not relu_each, data_format=data_format)

@@ -19,6 +19,14 @@ def _known(d):
     return isinstance(d, int) and d >= 0
 
 
+def float32_on_cpu(x):
+    """Whether x is a float32 tensor on the CPU: in dygraph its place, in a
+    static graph the current device (where the program will run)."""
+    on_cpu = x.place.is_cpu_place() if paddle.in_dynamic_mode() else \
+        paddle.get_device() == "cpu"
+    return on_cpu and x.dtype == paddle.float32
+
+
 _PLACEHOLDERS = {}
 
 
@@ -246,10 +254,6 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     spatial = shape[2:4] if data_format == "NCHW" else shape[1:3]
     pads = _args.paddings(padding, op, data_format, kernel=list(weight.shape[2:4]),
                           stride=strides, dilation=dilations, spatial=spatial)
-    if all(_known(d) for d in shape) and int(np.prod(shape)) >= CPU_MAX_ELEMENTS:
-        raise ValueError("%s: argument 'x' has %d elements; the CPU convolution supports "
-                         "fewer than 2^31 per tensor. Split the batch."
-                         % (op, int(np.prod(shape))))
     return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format)
 
 

@@ -20,15 +20,20 @@ def _run(args, cwd):
                           capture_output=True, text=True, timeout=900)
 
 
+def _image_folder(root, per_class, seed):
+    """Two classes of noisy 12x12 images (dark and light), one subfolder each."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    for label, level in (("dark", 60), ("light", 190)):
+        os.makedirs(root / label)
+        for i in range(per_class):
+            img = np.clip(rng.normal(level, 30, [12, 12, 3]), 0, 255).astype("uint8")
+            Image.fromarray(img).save(root / label / ("%d.png" % i))
+
+
 def test_train_on_an_image_folder(tmp_path):
     pytest.importorskip("matplotlib")
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for label, level in (("dark", 60), ("light", 190)):
-        os.makedirs(tmp_path / "data" / label)
-        for i in range(8):
-            img = np.clip(rng.normal(level, 30, [12, 12, 3]), 0, 255).astype("uint8")
-            Image.fromarray(img).save(tmp_path / "data" / label / ("%d.png" % i))
+    _image_folder(tmp_path / "data", per_class=8, seed=0)
     out = tmp_path / "curves.png"
     p = _run(["--data", str(tmp_path / "data"), "--epochs", "2", "--batch", "4",
               "--image-size", "16", "--threads", "1", "--out", str(out)], tmp_path)
@@ -56,13 +61,7 @@ def test_bad_arguments(tmp_path):
 def test_train_googlenet_on_an_image_folder(tmp_path):
     """GoogLeNet (main + auxiliary losses) at its 224x224 input, tiny run."""
     pytest.importorskip("matplotlib")
-    from PIL import Image
-    rng = np.random.default_rng(1)
-    for label, level in (("dark", 60), ("light", 190)):
-        os.makedirs(tmp_path / "data" / label)
-        for i in range(4):
-            img = np.clip(rng.normal(level, 30, [12, 12, 3]), 0, 255).astype("uint8")
-            Image.fromarray(img).save(tmp_path / "data" / label / ("%d.png" % i))
+    _image_folder(tmp_path / "data", per_class=4, seed=1)
     out = tmp_path / "curves.png"
     p = _run(["--data", str(tmp_path / "data"), "--model", "googlenet", "--epochs", "1",
               "--batch", "4", "--image-size", "224", "--threads", "2", "--out", str(out)],

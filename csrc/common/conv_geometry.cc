@@ -80,4 +80,12 @@ ConvGeometry make_conv_geometry(const std::vector<int64_t>& x_shape,
   return g;
 }
 
+void check_cpu_conv_sizes(const ConvGeometry& g, const char* op) {
+  constexpr int64_t kMax = int64_t{1} << 31;
+  FC_CHECK_ARG(g.in_numel() < kMax && g.out_numel() < kMax, op, "x",
+               "gives tensors of ", g.in_numel(), " (input) and ",
+               g.out_numel(), " (output) elements; the CPU convolution "
+               "supports fewer than 2^31 elements per tensor. Split the batch.");
+}
+
 }  // namespace fastconv

@@ -60,4 +60,9 @@ ConvGeometry make_conv_geometry(const std::vector<int64_t>& x_shape,
                                 const std::string& data_format,
                                 const char* op_name);
 
+// oneDNN's CPU convolution kernels (and Paddle's) crash on tensors of 2^31
+// or more elements; our own kernels index with 64 bits. Every CPU
+// convolution checks its geometry here first (throws, naming `op`).
+void check_cpu_conv_sizes(const ConvGeometry& g, const char* op);
+
 }  // namespace fastconv

@@ -32,6 +32,7 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
                kOp, "x", "must be a float32 CPU tensor (as must weight)");
   ConvGeometry g = make_conv_geometry(x.shape(), w.shape(), strides, paddings,
                                       dilations, groups, data_format, kOp);
+  check_cpu_conv_sizes(g, kOp);
 #ifdef FASTCONV_WITH_ONEDNN
   return run_guarded<dnnl::error>(kOp, "geometry " + g.key(), [&] {
     onednn::ScratchScope scope;

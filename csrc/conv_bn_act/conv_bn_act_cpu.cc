@@ -113,23 +113,13 @@ paddle::Tensor conv_train(const ConvGeometry& g, const ConvBnActAttrs& a,
 
 }  // namespace
 
-// oneDNN's CPU convolution kernels (and Paddle's) crash on tensors of 2^31
-// or more elements; our own kernels index with 64 bits. Refuse such calls.
-void check_cpu_tensor_sizes(const ConvGeometry& g) {
-  constexpr int64_t kMax = int64_t{1} << 31;
-  FC_CHECK_ARG(g.in_numel() < kMax && g.out_numel() < kMax, kConvBnActOp, "x",
-               "gives tensors of ", g.in_numel(), " (input) and ",
-               g.out_numel(), " (output) elements; the CPU convolution "
-               "supports fewer than 2^31 elements per tensor. Split the batch.");
-}
-
 paddle::Tensor conv_forward_train_cpu(const ConvGeometry& g,
                                       const ConvBnActAttrs& a,
                                       const paddle::Tensor& x,
                                       const paddle::Tensor& w,
                                       const OptTensor& bias) {
   check_cpu_dtype(x);
-  check_cpu_tensor_sizes(g);
+  check_cpu_conv_sizes(g, kConvBnActOp);
   return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
 #ifdef FASTCONV_WITH_ONEDNN
     onednn::ScratchScope scope;
@@ -143,7 +133,7 @@ std::vector<paddle::Tensor> conv_backward_cpu(const ConvGeometry& g,
                                               const paddle::Tensor& x,
                                               const paddle::Tensor& w,
                                               const paddle::Tensor& dz) {
-  check_cpu_tensor_sizes(g);
+  check_cpu_conv_sizes(g, kConvBnActOp);
   return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
 #ifdef FASTCONV_WITH_ONEDNN
     if (use_onednn()) {
@@ -343,7 +333,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu(
     const paddle::Tensor& scale, const paddle::Tensor& shift,
     paddle::Tensor& running_mean, paddle::Tensor& running_var,
     const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a) {
-  check_cpu_tensor_sizes(g);
+  check_cpu_conv_sizes(g, kConvBnActOp);
   return run_guarded<ForeignError>(kConvBnActOp, "geometry " + g.key(), [&] {
     return conv_bn_act_forward_cpu_impl(x, w, bias, scale, shift, running_mean,
                                         running_var, residual, g, a);
@@ -356,7 +346,7 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
     const paddle::Tensor& y, const paddle::Tensor& saved_z,
     const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
     const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a) {
-  check_cpu_tensor_sizes(g);
+  check_cpu_conv_sizes(g, kConvBnActOp);
   return run_guarded<ForeignError>(
       kConvBnActOp, "the backward of geometry " + g.key(), [&] {
         return conv_bn_act_backward_cpu_impl(x, w, bias, scale, residual, y,

@@ -102,22 +102,20 @@ struct Ctx {
     }
     return bm;
   }
+  // The pool works on images of [H, W, C]: NCHW planes are images of C = 1.
+  int64_t pool_images() const { return g.nhwc ? g.N : g.N * g.Cin; }
+  int64_t pool_channels() const { return g.nhwc ? g.Cin : 1; }
   // P = maxpool3x3/s1/p1(x), in scratch.
   float* pool_forward(const float* x) const {
     float* p = scratch(g.pixels() * g.Cin);
-    if (g.nhwc)
-      max_pool3x3s1_nhwc_forward(x, p, g.N, g.H, g.W, g.Cin);
-    else
-      max_pool3x3s1_nchw_forward(x, p, g.N * g.Cin, g.H, g.W);
+    max_pool3x3s1_forward(x, p, pool_images(), g.H, g.W, pool_channels());
     return p;
   }
   // dx += the pool's backward of dp.
   void pool_backward(const float* x, const float* p, const float* dp,
                      float* dx) const {
-    if (g.nhwc)
-      max_pool3x3s1_nhwc_backward(x, p, dp, dx, g.N, g.H, g.W, g.Cin, true);
-    else
-      max_pool3x3s1_nchw_backward(x, p, dp, dx, g.N * g.Cin, g.H, g.W, true);
+    max_pool3x3s1_backward(x, p, dp, dx, pool_images(), g.H, g.W,
+                           pool_channels(), true);
   }
 
   void conv_forward(const ConvGeometry& cg, const float* in, const float* wt,
@@ -273,16 +271,15 @@ Ctx make_ctx(const InceptionGeometry& g, const InceptionAttrs& a,
   return c;
 }
 
-void check_cpu(const paddle::Tensor& x) {
+void check_cpu(const paddle::Tensor& x, const InceptionGeometry& g) {
   FC_CHECK_ARG(x.dtype() == paddle::DataType::FLOAT32, kInceptionOp, "x",
                "on CPU must be float32, got ", x.dtype());
   FC_CHECK_ARG(cpu_conv_engine() == CpuConvEngine::kOneDNN, kInceptionOp,
                "x", "on CPU needs the oneDNN engine; the current CPU "
                "convolution engine is 'paddle' (set_cpu_conv_engine('onednn'))");
-  constexpr int64_t kMax = int64_t{1} << 31;
-  FC_CHECK_ARG(x.numel() < kMax, kInceptionOp, "x", "has ", x.numel(),
-               " elements; the CPU convolution supports fewer than 2^31 per "
-               "tensor. Split the batch.");
+  for (const ConvGeometry& cg : {g.merged(), g.stage(kConv3), g.stage(kConv5),
+                                 g.stage(kPoolProj)})
+    check_cpu_conv_sizes(cg, kInceptionOp);
 }
 
 }  // namespace
@@ -293,7 +290,7 @@ TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
                                  const TensorList& shift, TensorList& mean,
                                  TensorList& var, const InceptionGeometry& g,
                                  const InceptionAttrs& a) {
-  check_cpu(x);
+  check_cpu(x, g);
   return run_guarded<dnnl::error>(kInceptionOp, "input " + shape_str(x.shape()), [&] {
     onednn::ScratchScope scope;
     const auto place = x.place();
@@ -317,7 +314,7 @@ TensorList inception_backward_cpu(
     const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
     const paddle::Tensor& dout, const InceptionGeometry& g,
     const InceptionAttrs& a) {
-  check_cpu(x);
+  check_cpu(x, g);
   return run_guarded<dnnl::error>(kInceptionOp, "the backward of input " + shape_str(x.shape()), [&] {
     onednn::ScratchScope scope;
     const auto place = x.place();

@@ -2,7 +2,8 @@
 // backward (gradient routed to the argmax). Paddle's own NHWC max pool is
 // about 3x slower than its NCHW one; the NHWC kernels are the pool of the
 // channels_last ResNet stem (channels are the innermost, contiguous axis: the
-// inner loops run over them and vectorize). The NCHW kernels serve the
+// inner loops run over them and vectorize). The NCHW kernels serve
+// GoogLeNet's stride-2 pools; the 3x3/stride-1 kernels (either layout) the
 // Inception op's pool branch. Ties: the first maximum in row-major window
 // order wins, as in Paddle's max pool; NaN propagates.
 #include <omp.h>
@@ -57,13 +58,13 @@ void max_pool_nhwc_forward(const float* x, float* y, int32_t* argmax,
 }
 
 void max_pool_nhwc_backward(const float* dy, const int32_t* argmax, float* dx,
-                            const PoolGeometry& p, bool accumulate) {
+                            const PoolGeometry& p) {
   const int64_t C = p.C;
   // Windows overlap across output rows, so each thread owns whole images.
 #pragma omp parallel for schedule(static)
   for (int64_t n = 0; n < p.N; ++n) {
     float* dxn = dx + n * p.H * p.W * C;
-    if (!accumulate) std::memset(dxn, 0, sizeof(float) * p.H * p.W * C);
+    std::memset(dxn, 0, sizeof(float) * p.H * p.W * C);
     const int64_t base = n * p.OH * p.OW * C;
     for (int64_t o = 0; o < p.OH * p.OW; ++o) {
       const float* g = dy + base + o * C;
@@ -78,39 +79,42 @@ namespace {
 inline float max_nan(float a, float b) { return a != a ? a : (a > b ? a : b); }
 }  // namespace
 
-void max_pool3x3s1_nchw_forward(const float* x, float* y, int64_t planes,
-                                int64_t H, int64_t W) {
+void max_pool3x3s1_forward(const float* x, float* y, int64_t images,
+                           int64_t H, int64_t W, int64_t C) {
   // Separable: the 3-wide row maximum, then the maximum of three of those.
+  // Rows are flat runs of W * C values whose horizontal neighbours are C
+  // apart, so the loops vectorize for any C (NCHW planes are C = 1).
+  const int64_t n = W * C;
 #pragma omp parallel
   {
-    std::vector<float> rows(3 * W);
+    std::vector<float> rows(3 * n);
 #pragma omp for schedule(static)
-    for (int64_t pl = 0; pl < planes; ++pl) {
-      const float* xp = x + pl * H * W;
-      float* yp = y + pl * H * W;
+    for (int64_t im = 0; im < images; ++im) {
+      const float* xi = x + im * H * n;
+      float* yi = y + im * H * n;
       auto row_max = [&](int64_t h, float* r) {
-        const float* xr = xp + h * W;
+        const float* xr = xi + h * n;
         if (W == 1) {
-          r[0] = xr[0];
+          std::memcpy(r, xr, sizeof(float) * n);
           return;
         }
-        r[0] = max_nan(xr[0], xr[1]);
+        for (int64_t k = 0; k < C; ++k) r[k] = max_nan(xr[k], xr[C + k]);
 #pragma omp simd
-        for (int64_t w = 1; w < W - 1; ++w)
-          r[w] = max_nan(max_nan(xr[w - 1], xr[w]), xr[w + 1]);
-        r[W - 1] = max_nan(xr[W - 2], xr[W - 1]);
+        for (int64_t i = C; i < n - C; ++i)
+          r[i] = max_nan(max_nan(xr[i - C], xr[i]), xr[i + C]);
+        for (int64_t k = n - C; k < n; ++k) r[k] = max_nan(xr[k - C], xr[k]);
       };
-      // rows[(h % 3) * W ...] holds the row maximum of input row h
+      // rows[(h % 3) * n ...] holds the row maximum of input row h
       row_max(0, rows.data());
-      if (H > 1) row_max(1, rows.data() + W);
+      if (H > 1) row_max(1, rows.data() + n);
       for (int64_t h = 0; h < H; ++h) {
-        if (h + 1 < H && h >= 1) row_max(h + 1, rows.data() + ((h + 1) % 3) * W);
-        const float* a = rows.data() + (h % 3) * W;
-        float* yr = yp + h * W;
-        const float* up = h > 0 ? rows.data() + ((h - 1) % 3) * W : a;
-        const float* dn = h + 1 < H ? rows.data() + ((h + 1) % 3) * W : a;
+        if (h + 1 < H && h >= 1) row_max(h + 1, rows.data() + ((h + 1) % 3) * n);
+        const float* a = rows.data() + (h % 3) * n;
+        const float* up = h > 0 ? rows.data() + ((h - 1) % 3) * n : a;
+        const float* dn = h + 1 < H ? rows.data() + ((h + 1) % 3) * n : a;
+        float* yr = yi + h * n;
 #pragma omp simd
-        for (int64_t w = 0; w < W; ++w) yr[w] = max_nan(max_nan(up[w], a[w]), dn[w]);
+        for (int64_t i = 0; i < n; ++i) yr[i] = max_nan(max_nan(up[i], a[i]), dn[i]);
       }
     }
   }
@@ -175,11 +179,11 @@ void max_pool_nchw_backward(const float* dy, const int32_t* argmax, float* dx,
 }
 
 namespace {
-// One plane of max_pool3x3s1_nchw_backward, as flat loops over the plane's
-// H*W outputs (rows of 7..56 pixels make too short vector loops): for each
-// window offset, outputs whose row has that neighbour form one index range,
-// and `col` masks the left/right edges. Built for AVX-512, AVX2 and the
-// baseline, picked at load time.
+// One NCHW plane of max_pool3x3s1_backward, as flat loops over its H * W
+// outputs (rows of 7..56 pixels make too short vector loops): for each window
+// offset, the outputs whose row has that neighbour form one index range, and
+// `col` masks the left/right edges. Built for AVX-512, AVX2 and the baseline,
+// picked at load time.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
@@ -206,98 +210,63 @@ void pool_plane_backward(const float* xp, const float* yp, const float* gp,
 }
 }  // namespace
 
-void max_pool3x3s1_nchw_backward(const float* x, const float* y,
-                                 const float* dy, float* dx, int64_t planes,
-                                 int64_t H, int64_t W, bool accumulate) {
+namespace {
+// One NHWC image of max_pool3x3s1_backward with many channels: per output
+// pixel, the window is scanned backwards so the first match is the last one
+// kept, branch-free over the contiguous channels (an index array of C stays
+// in L1, where the flat kernel's of H * W * C would not).
+void pool_pixels_backward(const float* xn, const float* yn, const float* gn,
+                          float* dn, int64_t H, int64_t W, int64_t C,
+                          int32_t* at) {
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t w = 0; w < W; ++w) {
+      const float* yo = yn + (h * W + w) * C;
+      const float* go = gn + (h * W + w) * C;
+      const int64_t h0 = std::max<int64_t>(h - 1, 0), w0 = std::max<int64_t>(w - 1, 0);
+      std::fill(at, at + C, static_cast<int32_t>(h0 * W + w0));
+      for (int64_t i = std::min(h + 1, H - 1); i >= h0; --i)
+        for (int64_t j = std::min(w + 1, W - 1); j >= w0; --j) {
+          const float* xi = xn + (i * W + j) * C;
+          const int32_t idx = static_cast<int32_t>(i * W + j);
+#pragma omp simd
+          for (int64_t k = 0; k < C; ++k) {
+            const bool hit = (xi[k] == yo[k]) | ((yo[k] != yo[k]) & (xi[k] != xi[k]));
+            at[k] = hit ? idx : at[k];
+          }
+        }
+      for (int64_t k = 0; k < C; ++k) dn[static_cast<int64_t>(at[k]) * C + k] += go[k];
+    }
+}
+}  // namespace
+
+void max_pool3x3s1_backward(const float* x, const float* y, const float* dy,
+                            float* dx, int64_t images, int64_t H, int64_t W,
+                            int64_t C, bool accumulate) {
   // Each window's gradient goes to its first input (row-major) equal to the
   // maximum, or to its first NaN when the maximum is NaN: Paddle's rule.
-  // Indices are int32 (a plane has < 2^31 pixels, checked by the op).
-  std::vector<int32_t> col(H * W);
-  for (int64_t o = 0; o < H * W; ++o) col[o] = static_cast<int32_t>(o % W);
-#pragma omp parallel
-  {
-    std::vector<int32_t> at(H * W);
-#pragma omp for schedule(static)
-    for (int64_t pl = 0; pl < planes; ++pl) {
-      float* dxp = dx + pl * H * W;
-      if (!accumulate) std::memset(dxp, 0, sizeof(float) * H * W);
-      pool_plane_backward(x + pl * H * W, y + pl * H * W, dy + pl * H * W, dxp,
-                          static_cast<int32_t>(H), static_cast<int32_t>(W),
-                          col.data(), at.data());
-    }
+  // Indices are int32 (an image has < 2^31 values, checked by the op).
+  // Vectorized along the contiguous axis: whole planes when C == 1 (NCHW),
+  // the channels otherwise (NHWC).
+  const int64_t n = H * W * C;
+  std::vector<int32_t> col;
+  if (C == 1) {
+    col.resize(n);
+    for (int64_t o = 0; o < n; ++o) col[o] = static_cast<int32_t>(o % W);
   }
-}
-
-void max_pool3x3s1_nhwc_forward(const float* x, float* y, int64_t N, int64_t H,
-                                int64_t W, int64_t C) {
-  // Separable as in NCHW: channels are the contiguous, vectorized axis.
 #pragma omp parallel
   {
-    std::vector<float> rows(3 * W * C);
+    std::vector<int32_t> at(C == 1 ? n : C);
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      const float* xn = x + n * H * W * C;
-      float* yn = y + n * H * W * C;
-      auto row_max = [&](int64_t h, float* r) {
-        const float* xr = xn + h * W * C;
-        for (int64_t w = 0; w < W; ++w) {
-          const float* a = xr + std::max<int64_t>(w - 1, 0) * C;
-          const float* b = xr + w * C;
-          const float* c = xr + std::min(w + 1, W - 1) * C;
-          float* o = r + w * C;
-#pragma omp simd
-          for (int64_t k = 0; k < C; ++k) o[k] = max_nan(max_nan(a[k], b[k]), c[k]);
-        }
-      };
-      row_max(0, rows.data());
-      if (H > 1) row_max(1, rows.data() + W * C);
-      for (int64_t h = 0; h < H; ++h) {
-        if (h + 1 < H && h >= 1) row_max(h + 1, rows.data() + ((h + 1) % 3) * W * C);
-        const float* a = rows.data() + (h % 3) * W * C;
-        const float* up = h > 0 ? rows.data() + ((h - 1) % 3) * W * C : a;
-        const float* dn = h + 1 < H ? rows.data() + ((h + 1) % 3) * W * C : a;
-        float* yr = yn + h * W * C;
-#pragma omp simd
-        for (int64_t k = 0; k < W * C; ++k) yr[k] = max_nan(max_nan(up[k], a[k]), dn[k]);
-      }
-    }
-  }
-}
-
-void max_pool3x3s1_nhwc_backward(const float* x, const float* y,
-                                 const float* dy, float* dx, int64_t N,
-                                 int64_t H, int64_t W, int64_t C,
-                                 bool accumulate) {
-  // First maximum per window and channel, as in the NCHW version: the window
-  // is scanned backwards so the first match is the last one kept (branch-free
-  // over the contiguous channels). One image per thread.
-#pragma omp parallel
-  {
-    std::vector<int32_t> at(C);  // int32: see the NCHW version
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t off = n * H * W * C;
-      const float* xn = x + off;
-      float* dn = dx + off;
-      if (!accumulate) std::memset(dn, 0, sizeof(float) * H * W * C);
-      for (int64_t h = 0; h < H; ++h)
-        for (int64_t w = 0; w < W; ++w) {
-          const float* yo = y + off + (h * W + w) * C;
-          const float* go = dy + off + (h * W + w) * C;
-          const int64_t h0 = std::max<int64_t>(h - 1, 0), w0 = std::max<int64_t>(w - 1, 0);
-          std::fill(at.begin(), at.end(), static_cast<int32_t>(h0 * W + w0));
-          for (int64_t i = std::min(h + 1, H - 1); i >= h0; --i)
-            for (int64_t j = std::min(w + 1, W - 1); j >= w0; --j) {
-              const float* xi = xn + (i * W + j) * C;
-              const int32_t idx = static_cast<int32_t>(i * W + j);
-#pragma omp simd
-              for (int64_t k = 0; k < C; ++k) {
-                const bool hit = (xi[k] == yo[k]) | ((yo[k] != yo[k]) & (xi[k] != xi[k]));
-                at[k] = hit ? idx : at[k];
-              }
-            }
-          for (int64_t k = 0; k < C; ++k) dn[static_cast<int64_t>(at[k]) * C + k] += go[k];
-        }
+    for (int64_t im = 0; im < images; ++im) {
+      float* dxp = dx + im * n;
+      if (!accumulate) std::memset(dxp, 0, sizeof(float) * n);
+      if (C == 1)
+        pool_plane_backward(x + im * n, y + im * n, dy + im * n, dxp,
+                            static_cast<int32_t>(H), static_cast<int32_t>(W),
+                            col.data(), at.data());
+      else
+        pool_pixels_backward(x + im * n, y + im * n, dy + im * n, dxp, H, W, C,
+                             at.data());
     }
   }
 }
