@@ -14,7 +14,8 @@ def test_cache_capacity_bounds_and_clear():
     before = pf.cache_info()
     try:
         pf.clear_caches()
-        assert pf.cache_info() == {"plans": 0, "folded_weights": 0, "scratch_bytes": 0}
+        assert pf.cache_info() == {"plans": 0, "folded_weights": 0, "scratch_bytes": 0,
+                                   "host_pool_bytes": 0}
         pf.set_cache_capacity(plans=2, folded_weights=1)
         layers = [pf.ConvBNReLU(4, 8, 3, padding=1) for _ in range(3)]
         x = paddle.randn([2, 4, 6 + 1, 7])
@@ -35,9 +36,45 @@ def test_cache_capacity_bounds_and_clear():
         assert before is not None
 
 
+def test_host_pool_reuses_freed_outputs_and_stays_bounded():
+    """Large CPU outputs come from a pool of reused memory (no page faults on
+    first write): a freed output's block serves the next call, results are
+    unchanged, the pool never holds more than its capacity, clear_caches()
+    empties it and capacity 0 turns it off."""
+    conv, bn = paddle.nn.Conv2D(8, 64, 3, padding=1), paddle.nn.BatchNorm2D(64)
+    layer = pf.ConvBNReLU.from_layers(conv, bn)
+    layer.eval()  # (eval: the output is the only large tensor)
+    x = paddle.randn([2, 8, 40, 40])  # 800 KiB outputs: pooled
+    try:
+        pf.clear_caches()
+        with paddle.no_grad():
+            y = layer(x)
+        ptr = y.data_ptr()
+        expected = y.numpy()
+        del y
+        held = pf.cache_info()["host_pool_bytes"]
+        assert held >= 2 * 64 * 40 * 40 * 4  # y's block came back
+        with paddle.no_grad():
+            y2 = layer(x)
+        assert y2.data_ptr() == ptr  # and serves the next output
+        np.testing.assert_array_equal(y2.numpy(), expected)
+        del y2
+        pf.set_cache_capacity(host_pool_bytes=300 << 10)
+        assert pf.cache_info()["host_pool_bytes"] <= 300 << 10
+        pf.clear_caches()
+        assert pf.cache_info()["host_pool_bytes"] == 0
+        pf.set_cache_capacity(host_pool_bytes=0)
+        layer(x)
+        assert pf.cache_info()["host_pool_bytes"] == 0
+    finally:
+        pf.set_cache_capacity()
+
+
 def test_bad_cache_and_thread_arguments():
     with pytest.raises(ValueError, match="'plans'"):
         pf.set_cache_capacity(plans=-1)
+    with pytest.raises(ValueError, match="'host_pool_bytes'"):
+        pf.set_cache_capacity(host_pool_bytes=-1)
     with pytest.raises(ValueError, match="'n'"):
         pf.set_num_threads(0)
     with pytest.raises(ValueError, match="'name'"):

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/host_pool.h"
 #include "common/conv_geometry.h"
 #include "paddle/extension.h"
 
@@ -36,7 +37,7 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
 #ifdef FASTCONV_WITH_ONEDNN
   return run_guarded<dnnl::error>(kOp, "geometry " + g.key(), [&] {
     onednn::ScratchScope scope;
-    paddle::Tensor y = paddle::empty(g.out_shape(), x.dtype(), x.place());
+    paddle::Tensor y = host_empty(g.out_shape(), x.dtype(), x.place());
     dnnl::stream s = onednn::make_stream();
     onednn::ConvFwdOptions o;
     o.inference = true;
@@ -68,8 +69,8 @@ std::vector<paddle::Tensor> OnednnConv2dBackward(
 #ifdef FASTCONV_WITH_ONEDNN
   return run_guarded<dnnl::error>(kOp, "the backward of geometry " + g.key(), [&] {
     onednn::ScratchScope scope;
-    paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), x.place());
-    paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), w.place());
+    paddle::Tensor dx = host_empty(x.shape(), x.dtype(), x.place());
+    paddle::Tensor dw = host_empty(w.shape(), w.dtype(), w.place());
     dnnl::stream s = onednn::make_stream();
     onednn::ConvBackwardPlan::get(g, false)->execute(
         x.data<float>(), w.data<float>(), dy.data<float>(), dx.data<float>(),

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/host_pool.h"
 #include "common/phase_timer.h"
 #include "common/paddle_conv_api.h"
 #include "conv_bn_act/bn_act_cpu.h"
@@ -86,7 +87,7 @@ paddle::Tensor conv_train(const ConvGeometry& g, const ConvBnActAttrs& a,
                           const OptTensor& bias) {
 #ifdef FASTCONV_WITH_ONEDNN
   if (use_onednn()) {
-    paddle::Tensor z = paddle::empty(g.out_shape(), x.dtype(), x.place());
+    paddle::Tensor z = host_empty(g.out_shape(), x.dtype(), x.place());
     dnnl::stream s = onednn::make_stream();
     onednn::ConvFwdOptions o;
     o.with_bias = static_cast<bool>(bias);
@@ -138,8 +139,8 @@ std::vector<paddle::Tensor> conv_backward_cpu(const ConvGeometry& g,
 #ifdef FASTCONV_WITH_ONEDNN
     if (use_onednn()) {
       onednn::ScratchScope scope;
-      paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), x.place());
-      paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), w.place());
+      paddle::Tensor dx = host_empty(x.shape(), x.dtype(), x.place());
+      paddle::Tensor dw = host_empty(w.shape(), w.dtype(), w.place());
       dnnl::stream s = onednn::make_stream();
       auto plan = onednn::ConvBackwardPlan::get(g, false);
       plan->execute(x.data<float>(), w.data<float>(), dz.data<float>(),
@@ -166,10 +167,10 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu_impl(
 #endif
   const auto place = x.place();
   const int64_t O = g.O;
-  paddle::Tensor y = paddle::empty(g.out_shape(), x.dtype(), place);
-  paddle::Tensor save_mean = paddle::empty({O}, paddle::DataType::FLOAT32, place);
+  paddle::Tensor y = host_empty(g.out_shape(), x.dtype(), place);
+  paddle::Tensor save_mean = host_empty({O}, paddle::DataType::FLOAT32, place);
   paddle::Tensor save_invstd =
-      paddle::empty({O}, paddle::DataType::FLOAT32, place);
+      host_empty({O}, paddle::DataType::FLOAT32, place);
   float* sm = save_mean.data<float>();
   float* si = save_invstd.data<float>();
   const float* gamma = scale.data<float>();
@@ -183,7 +184,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cpu_impl(
       sm[c] = rm[c];
       si[c] = 1.f / std::sqrt(rv[c] + a.epsilon);
     }
-    paddle::Tensor no_z = paddle::empty({1}, x.dtype(), place);
+    paddle::Tensor no_z = host_empty({1}, x.dtype(), place);
 #ifdef FASTCONV_WITH_ONEDNN
     if (use_onednn()) {
       dnnl::stream s = onednn::make_stream();
@@ -261,8 +262,8 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
                               a.relu(), v, sum_g.data(), sum_gxmu.data());
   timer.mark("bn reduce");
 
-  paddle::Tensor dscale = paddle::empty({O}, paddle::DataType::FLOAT32, place);
-  paddle::Tensor dshift = paddle::empty({O}, paddle::DataType::FLOAT32, place);
+  paddle::Tensor dscale = host_empty({O}, paddle::DataType::FLOAT32, place);
+  paddle::Tensor dshift = host_empty({O}, paddle::DataType::FLOAT32, place);
   for (int64_t c = 0; c < O; ++c) {
     dshift.data<float>()[c] = static_cast<float>(sum_g[c]);
     dscale.data<float>()[c] = static_cast<float>(sum_gxmu[c] * invstd[c]);
@@ -281,11 +282,11 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
         onednn::ScratchArena::local().alloc(g.out_numel() * sizeof(float)));
 #endif
   if (!dz) {
-    dz_tensor = paddle::empty(g.out_shape(), x.dtype(), place);
+    dz_tensor = host_empty(g.out_shape(), x.dtype(), place);
     dz = dz_tensor.data<float>();
   }
   paddle::Tensor dres;
-  if (residual) dres = paddle::empty(g.out_shape(), x.dtype(), place);
+  if (residual) dres = host_empty(g.out_shape(), x.dtype(), place);
   cpu::bn_act_backward_apply(dy.data<float>(), y.data<float>(), z, mean,
                              k1.data(), k2.data(), k3.data(), a.relu(), v,
                              dz, residual ? dres.data<float>() : nullptr);
@@ -298,12 +299,12 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
   const bool bias_grad = bias && !a.training;
   paddle::Tensor dbias;
   if (bias)
-    dbias = bias_grad ? paddle::empty({O}, x.dtype(), place)
+    dbias = bias_grad ? host_empty({O}, x.dtype(), place)
                       : paddle::full({O}, 0, x.dtype(), place);
 #ifdef FASTCONV_WITH_ONEDNN
   if (use_onednn()) {
-    paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), place);
-    paddle::Tensor dw = paddle::empty(w.shape(), w.dtype(), place);
+    paddle::Tensor dx = host_empty(x.shape(), x.dtype(), place);
+    paddle::Tensor dw = host_empty(w.shape(), w.dtype(), place);
     dnnl::stream s = onednn::make_stream();
     auto plan = onednn::ConvBackwardPlan::get(g, bias_grad);
     timer.mark("alloc dx dw");

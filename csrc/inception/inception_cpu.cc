@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/host_pool.h"
 #include "common/phase_timer.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/cpu_conv_engine.h"
@@ -294,11 +295,11 @@ TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
   return run_guarded<dnnl::error>(kInceptionOp, "input " + shape_str(x.shape()), [&] {
     onednn::ScratchScope scope;
     const auto place = x.place();
-    paddle::Tensor out = paddle::empty(g.out_shape(), x.dtype(), place);
+    paddle::Tensor out = host_empty(g.out_shape(), x.dtype(), place);
     paddle::Tensor stats =
-        paddle::empty({g.stats_size()}, paddle::DataType::FLOAT32, place);
+        host_empty({g.stats_size()}, paddle::DataType::FLOAT32, place);
     const int64_t ws_size = a.training ? g.workspace().total : 1;
-    paddle::Tensor ws = paddle::empty({ws_size}, x.dtype(), place);
+    paddle::Tensor ws = host_empty({ws_size}, x.dtype(), place);
     Ctx c = make_ctx(g, a, w, bias, scale, shift, &mean, &var,
                      stats.data<float>());
     c.forward(x.data<float>(), out.data<float>(),
@@ -342,14 +343,14 @@ TensorList inception_backward_cpu(
       c.forward(x.data<float>(), out, ws);
     }
 
-    paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), place);
+    paddle::Tensor dx = host_empty(x.shape(), x.dtype(), place);
     TensorList dw(kStages), dbias(kStages), dscale(kStages), dshift(kStages);
     for (int st = 0; st < kStages; ++st) {
-      dw[st] = paddle::empty(w[st].shape(), x.dtype(), place);
-      if (g.bias[st]) dbias[st] = paddle::empty({g.C[st]}, x.dtype(), place);
+      dw[st] = host_empty(w[st].shape(), x.dtype(), place);
+      if (g.bias[st]) dbias[st] = host_empty({g.C[st]}, x.dtype(), place);
       if (g.bn[st]) {
-        dscale[st] = paddle::empty({g.C[st]}, paddle::DataType::FLOAT32, place);
-        dshift[st] = paddle::empty({g.C[st]}, paddle::DataType::FLOAT32, place);
+        dscale[st] = host_empty({g.C[st]}, paddle::DataType::FLOAT32, place);
+        dshift[st] = host_empty({g.C[st]}, paddle::DataType::FLOAT32, place);
       }
     }
     auto ptr = [](paddle::Tensor& t) {

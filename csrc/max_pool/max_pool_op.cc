@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/host_pool.h"
 #include "max_pool/max_pool.h"
 #include "paddle/extension.h"
 
@@ -52,9 +53,9 @@ std::vector<paddle::Tensor> MaxPoolForward(const paddle::Tensor& x,
                                            const std::vector<int>& paddings) {
   const PoolGeometry g = make_geometry(x.shape(), kernel, strides, paddings, kNhwc);
   check_x(x, g, kNhwc ? kMaxPoolOp : kMaxPoolNchwOp);
-  paddle::Tensor y = paddle::empty(out_shape(g, kNhwc), x.dtype(), x.place());
+  paddle::Tensor y = host_empty(out_shape(g, kNhwc), x.dtype(), x.place());
   paddle::Tensor argmax =
-      paddle::empty(out_shape(g, kNhwc), paddle::DataType::INT32, x.place());
+      host_empty(out_shape(g, kNhwc), paddle::DataType::INT32, x.place());
   if (kNhwc)
     max_pool_nhwc_forward(x.data<float>(), y.data<float>(), argmax.data<int32_t>(), g);
   else
@@ -74,7 +75,7 @@ std::vector<paddle::Tensor> MaxPoolBackward(const paddle::Tensor& x,
   check_x(x, g, op);
   FC_CHECK_ARG(dy.shape() == argmax.shape() && dy.dtype() == x.dtype(), op,
                "grad_y", "must match the output, got ", shape_str(dy.shape()));
-  paddle::Tensor dx = paddle::empty(x.shape(), x.dtype(), x.place());
+  paddle::Tensor dx = host_empty(x.shape(), x.dtype(), x.place());
   if (kNhwc)
     max_pool_nhwc_backward(dy.data<float>(), argmax.data<int32_t>(), dx.data<float>(), g);
   else

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/host_pool.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/cpu_conv_engine.h"
 #ifdef FASTCONV_WITH_ONEDNN
@@ -28,7 +29,13 @@ void fastconv_set_cache_capacity(size_t plans, size_t folded) {
 #endif
 }
 
+// Caps the bytes of freed output memory kept for reuse (0: no pooling).
+void fastconv_set_host_pool_capacity(size_t bytes) {
+  fastconv::set_host_pool_capacity(bytes);
+}
+
 void fastconv_clear_caches() {
+  fastconv::clear_host_pool();
 #ifdef FASTCONV_WITH_ONEDNN
   fastconv::onednn::clear_plan_caches();
   fastconv::clear_folded_cache();
@@ -49,9 +56,11 @@ size_t fastconv_release_folded_weights(uintptr_t weight_data) {
 
 // out[0] = plan entries, out[1] = folded-weight entries, out[2] = bytes of
 // the calling thread's scratch arena (oneDNN scratchpads and reorder buffers;
-// memory outside Paddle's allocator, kept between calls).
+// memory outside Paddle's allocator, kept between calls), out[3] = bytes of
+// freed output memory held for reuse (host_pool.h).
 void fastconv_cache_sizes(size_t* out) {
   out[0] = out[1] = out[2] = 0;
+  out[3] = fastconv::host_pool_cached_bytes();
 #ifdef FASTCONV_WITH_ONEDNN
   out[0] = fastconv::onednn::plan_cache_size();
   out[1] = fastconv::folded_cache_size();

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/host_pool.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "sync_bn/sync_bn.h"
 
@@ -27,7 +28,7 @@ std::vector<paddle::Tensor> sync_bn_conv_stats_cpu(const paddle::Tensor& x,
   const cpu::ChannelView v = view_of(z.shape(), g.channels_last);
   cpu::channel_stats(z.data<float>(), v, mean.data(), var.data());
   paddle::Tensor stats =
-      paddle::empty({3, C}, paddle::DataType::FLOAT64, x.place());
+      host_empty({3, C}, paddle::DataType::FLOAT64, x.place());
   double* st = stats.data<double>();
   const double n = static_cast<double>(v.count());
   for (int64_t c = 0; c < C; ++c) {
@@ -52,7 +53,7 @@ paddle::Tensor sync_bn_apply_cpu(const paddle::Tensor& z,
   cpu::bn_affine_coefficients(scale.data<float>(), shift.data<float>(),
                               mean.data<float>(), invstd.data<float>(), C,
                               ca.data(), cb.data());
-  paddle::Tensor y = paddle::empty(z.shape(), z.dtype(), z.place());
+  paddle::Tensor y = host_empty(z.shape(), z.dtype(), z.place());
   cpu::bn_act_forward(z.data<float>(), residual ? residual->data<float>() : nullptr,
                       ca.data(), cb.data(), relu, y.data<float>(), v);
   return y;
@@ -66,7 +67,7 @@ paddle::Tensor sync_bn_grad_reduce_cpu(const paddle::Tensor& dy,
   const cpu::ChannelView v = view_of(z.shape(), nhwc);
   const int64_t C = v.channels;
   paddle::Tensor sums =
-      paddle::empty({2, C}, paddle::DataType::FLOAT64, z.place());
+      host_empty({2, C}, paddle::DataType::FLOAT64, z.place());
   cpu::bn_act_backward_reduce(dy.data<float>(), y.data<float>(), z.data<float>(),
                               mean.data<float>(), relu, v, sums.data<double>(),
                               sums.data<double>() + C);
@@ -90,9 +91,9 @@ std::vector<paddle::Tensor> sync_bn_conv_grad_cpu(
   cpu::bn_backward_coefficients(scale.data<float>(), invstd.data<float>(), sum_g,
                                 sum_gxmu, global_count, true, C, k1.data(),
                                 k2.data(), k3.data());
-  paddle::Tensor dz = paddle::empty(z.shape(), z.dtype(), z.place());
+  paddle::Tensor dz = host_empty(z.shape(), z.dtype(), z.place());
   paddle::Tensor dres = with_residual
-                            ? paddle::empty(z.shape(), z.dtype(), z.place())
+                            ? host_empty(z.shape(), z.dtype(), z.place())
                             : paddle::full({1}, 0, z.dtype(), z.place());
   cpu::bn_act_backward_apply(dy.data<float>(), y.data<float>(), z.data<float>(),
                              mean.data<float>(), k1.data(), k2.data(), k3.data(),

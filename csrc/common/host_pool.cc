@@ -1,0 +1,128 @@
+#include "common/host_pool.h"
+
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <new>
+
+#include "paddle/phi/api/include/tensor_utils.h"
+
+namespace fastconv {
+
+namespace {
+
+class HostPool {
+ public:
+  void* take(size_t bytes, size_t* block_bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = free_.lower_bound(bytes);
+      if (it != free_.end() && it->first / 4 * 3 <= bytes) {
+        *block_bytes = it->first;
+        void* p = it->second;
+        cached_ -= it->first;
+        free_.erase(it);
+        return p;
+      }
+    }
+    *block_bytes = bytes;
+    void* p = std::aligned_alloc(64, bytes);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+
+  void give(void* p, size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (cached_ + bytes <= capacity_) {
+        free_.emplace(bytes, p);
+        cached_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
+  }
+
+  void set_capacity(size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    capacity_ = bytes;
+    trim_locked();
+  }
+  size_t capacity() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return capacity_;
+  }
+  size_t cached() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cached_;
+  }
+  void clear() {
+    std::lock_guard<std::mutex> lock(mu_);
+    const size_t keep = capacity_;
+    capacity_ = 0;
+    trim_locked();
+    capacity_ = keep;
+  }
+
+ private:
+  void trim_locked() {
+    // Largest blocks first: they are the fewest.
+    while (cached_ > capacity_ && !free_.empty()) {
+      auto it = std::prev(free_.end());
+      cached_ -= it->first;
+      std::free(it->second);
+      free_.erase(it);
+    }
+  }
+
+  std::mutex mu_;
+  std::multimap<size_t, void*> free_;
+  size_t cached_ = 0;
+  size_t capacity_ = size_t(1) << 30;
+};
+
+// Never destroyed: tensors may return blocks during interpreter shutdown.
+HostPool& pool() {
+  static HostPool* p = new HostPool;
+  return *p;
+}
+
+size_t element_size(paddle::DataType t) {
+  switch (t) {
+    case paddle::DataType::FLOAT64:
+    case paddle::DataType::INT64:
+      return 8;
+    case paddle::DataType::FLOAT16:
+    case paddle::DataType::BFLOAT16:
+      return 2;
+    case paddle::DataType::FLOAT32:
+    case paddle::DataType::INT32:
+      return 4;
+    default:
+      return 0;  // not pooled
+  }
+}
+
+}  // namespace
+
+paddle::Tensor host_empty(const std::vector<int64_t>& shape,
+                          paddle::DataType dtype, const paddle::Place& place) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  const size_t bytes = static_cast<size_t>(n) * element_size(dtype);
+  if (place.GetType() != phi::AllocationType::CPU || bytes < kMinPooledBytes ||
+      pool().capacity() == 0)
+    return paddle::empty(shape, dtype, place);
+  const size_t rounded = (bytes + 4095) / 4096 * 4096;
+  size_t block = 0;
+  void* p = pool().take(rounded, &block);
+  return paddle::from_blob(p, shape, dtype, phi::DataLayout::NCHW, place,
+                           [block](void* q) { pool().give(q, block); });
+}
+
+void set_host_pool_capacity(size_t bytes) { pool().set_capacity(bytes); }
+size_t host_pool_capacity() { return pool().capacity(); }
+size_t host_pool_cached_bytes() { return pool().cached(); }
+void clear_host_pool() { pool().clear(); }
+
+}  // namespace fastconv
