@@ -6,8 +6,8 @@ fused layers register the stock layers' parameters under the stock names.
 
 What is fused:
 - `paddle.vision.models` ResNets: the stem (conv1, bn1, relu) and every
-  BasicBlock / BottleneckBlock (each Conv+BN(+ReLU), the downsample branch,
-  and the residual add + final ReLU riding on the last conv's op);
+  BasicBlock / BottleneckBlock, each as one fused block op (its Conv+BN(+ReLU)
+  stages, the downsample branch, the residual add and the final ReLU);
 - `paddle.vision.models` GoogLeNet: every Inception block becomes one fused
   Inception op, and the other (bias-free, BN-free) convolutions run on the
   oneDNN kernels;
@@ -15,9 +15,10 @@ What is fused:
   `nn.Sequential`.
 Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 """
+import paddle
 from paddle import nn
 
-from .ops import float32_on_cpu, max_pool2d
+from .ops import BlockConv, float32_on_cpu, max_pool2d, resnet_block
 
 from .nn import conv_bn_from_layers as _apply
 from .nn import inception_from_layers
@@ -71,11 +72,37 @@ class _FusedConvSlot(nn.Layer):
                       data_format=self.data_format)
 
 
+def _block_conv(conv, bn):
+    """The stage of the one-op block for a stock Conv2D + BatchNorm2D pair, or
+    None when the pair needs what only the single-stage op has (a conv bias,
+    SAME padding, SyncBatchNorm, use_global_stats)."""
+    if not _bn_ok(conv, bn) or conv.bias is not None or isinstance(bn, nn.SyncBatchNorm) \
+            or bn._use_global_stats or conv._padding_algorithm == "SAME":
+        return None
+    weight, bias = bn.weight, bn.bias
+    if weight is None:  # BatchNorm2D(weight_attr=False): fixed scale 1
+        weight = paddle.ones([bn._num_features], "float32")
+    if bias is None:
+        bias = paddle.zeros([bn._num_features], "float32")
+    return BlockConv(conv.weight, weight, bias, bn._mean, bn._variance, stride=conv._stride,
+                     padding=conv._updated_padding if conv._padding_algorithm == "EXPLICIT"
+                     else 0, dilation=conv._dilation, groups=conv._groups,
+                     momentum=bn._momentum, epsilon=bn._epsilon)
+
+
 class FusedBottleneckBlock(nn.Layer):
-    """paddle.vision's BottleneckBlock on the fused op: the same sublayers
-    (conv1, bn1, ..., downsample) and so the same state-dict keys."""
+    """paddle.vision's BottleneckBlock on the fused ops: the same sublayers
+    (conv1, bn1, ..., downsample) and so the same state-dict keys.
+
+    The whole block runs as one `fastconv_resnet_block` op (ops.resnet_block)
+    when every convolution is bias-free with a plain BatchNorm2D and the
+    shortcut is the identity or a Conv2D + BatchNorm2D downsample, which is
+    every paddle.vision ResNet. Otherwise each Conv+BN(+ReLU) is one
+    fastconv_conv_bn_act op (the residual add and final ReLU riding on the
+    last one): `one_op` says which."""
 
     expansion = 4
+    _convs = ("conv1", "conv2", "conv3")
 
     def __init__(self, block, data_format=None):
         super().__init__()
@@ -85,6 +112,27 @@ class FusedBottleneckBlock(nn.Layer):
             setattr(self, name, getattr(block, name))
         self.downsample = block.downsample
         self.stride = getattr(block, "stride", 1)
+
+    def _pairs(self):
+        return [(getattr(self, c), getattr(self, "bn" + c[-1])) for c in self._convs]
+
+    def _block_stages(self):
+        """(convs, downsample) for the one-op block, or None."""
+        convs = [_block_conv(c, b) for c, b in self._pairs()]
+        if any(c is None for c in convs):
+            return None
+        ds = self.downsample
+        if ds is None:
+            return convs, None
+        if isinstance(ds, nn.Sequential) and len(ds) == 2:
+            d = _block_conv(ds[0], ds[1])
+            if d is not None:
+                return convs, d
+        return None
+
+    @property
+    def one_op(self):
+        return self._block_stages() is not None
 
     def _shortcut(self, x):
         ds = self.downsample
@@ -100,16 +148,25 @@ class FusedBottleneckBlock(nn.Layer):
 
     def forward(self, x):
         t, f = self.training, self.data_format
-        out = _apply(self.conv1, self.bn1, x, "relu", training=t, data_format=f)
-        out = _apply(self.conv2, self.bn2, out, "relu", training=t, data_format=f)
-        return _apply(self.conv3, self.bn3, out, "relu", residual=self._shortcut(x),
-                      training=t, data_format=f)
+        stages = self._block_stages()
+        if stages is not None:
+            return resnet_block(x, stages[0], stages[1], training=t,
+                                data_format=f or self.conv1._data_format)
+        pairs = self._pairs()
+        out = x
+        for conv, bn in pairs[:-1]:
+            out = _apply(conv, bn, out, "relu", training=t, data_format=f)
+        conv, bn = pairs[-1]
+        return _apply(conv, bn, out, "relu", residual=self._shortcut(x), training=t,
+                      data_format=f)
 
 
 class FusedBasicBlock(FusedBottleneckBlock):
-    """paddle.vision's BasicBlock on the fused op (same keys)."""
+    """paddle.vision's BasicBlock on the fused ops (same keys); one op under
+    the same conditions as FusedBottleneckBlock."""
 
     expansion = 1
+    _convs = ("conv1", "conv2")
 
     def __init__(self, block, data_format=None):
         nn.Layer.__init__(self)
@@ -119,12 +176,6 @@ class FusedBasicBlock(FusedBottleneckBlock):
             setattr(self, name, getattr(block, name))
         self.downsample = block.downsample
         self.stride = getattr(block, "stride", 1)
-
-    def forward(self, x):
-        t, f = self.training, self.data_format
-        out = _apply(self.conv1, self.bn1, x, "relu", training=t, data_format=f)
-        return _apply(self.conv2, self.bn2, out, "relu", residual=self._shortcut(x),
-                      training=t, data_format=f)
 
 
 class FusedInceptionBlock(nn.Layer):

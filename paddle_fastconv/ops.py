@@ -355,3 +355,148 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
                    bool(training), float(momentum), float(epsilon),
                    [int(bool(r)) for r in relus], bool(relu_after_concat))
     return outs[0]
+
+
+BLOCK_SLOTS = ("conv1", "conv2", "conv3", "downsample")
+
+
+class BlockConv:
+    """One Conv+BatchNorm stage of `resnet_block`: the convolution's weight
+    (no bias) and attributes, and the BatchNorm's parameters, running
+    statistics, momentum and epsilon (paddle.nn.BatchNorm2D semantics)."""
+
+    __slots__ = ("weight", "bn_weight", "bn_bias", "running_mean", "running_var",
+                 "stride", "padding", "dilation", "groups", "momentum", "epsilon")
+
+    def __init__(self, weight, bn_weight, bn_bias, running_mean, running_var, stride=1,
+                 padding=0, dilation=1, groups=1, momentum=0.9, epsilon=1e-5):
+        self.weight, self.bn_weight, self.bn_bias = weight, bn_weight, bn_bias
+        self.running_mean, self.running_var = running_mean, running_var
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.groups, self.momentum, self.epsilon = groups, momentum, epsilon
+
+
+def _block_slot(stage, slot, x, data_format, op):
+    """The op's arguments for one present slot: (weight, scale, shift, mean,
+    var, strides, pads, dilations, groups, momentum, epsilon)."""
+    if not isinstance(stage, BlockConv):
+        raise TypeError("%s: argument '%s' must be a paddle_fastconv.ops.BlockConv, got %s"
+                        % (op, slot, type(stage).__name__))
+    w = stage.weight
+    _args.check_tensor(w, "%s.weight" % slot, op, ndim=4)
+    if w.dtype != x.dtype:
+        raise TypeError("%s: argument '%s.weight' dtype %s differs from x dtype %s"
+                        % (op, slot, w.dtype, x.dtype))
+    if any(_known(d) and d == 0 for d in w.shape):
+        raise ValueError("%s: argument '%s.weight' has a zero-size dimension (shape %s)"
+                         % (op, slot, list(w.shape)))
+    bn = (stage.bn_weight, stage.bn_bias, stage.running_mean, stage.running_var)
+    for name, t in zip(("bn_weight", "bn_bias", "running_mean", "running_var"), bn):
+        _args.check_tensor(t, "%s.%s" % (slot, name), op, ndim=1)
+        if t.dtype != paddle.float32:
+            raise TypeError("%s: argument '%s.%s' must be float32 (BN parameters and "
+                            "statistics are kept in fp32), got %s" % (op, slot, name, t.dtype))
+    strides = _args.pair(stage.stride, "%s.stride" % slot, op)
+    dilations = _args.pair(stage.dilation, "%s.dilation" % slot, op)
+    groups = stage.groups
+    if not isinstance(groups, int) or isinstance(groups, bool) or groups < 1:
+        raise ValueError("%s: argument '%s.groups' must be a positive int, got %r"
+                         % (op, slot, groups))
+    if isinstance(stage.padding, str) and stage.padding.upper() == "SAME":
+        raise ValueError("%s: argument '%s.padding' 'SAME' is not supported by the block "
+                         "op (it depends on the input size); give explicit padding"
+                         % (op, slot))
+    pads = _args.paddings(stage.padding, op, data_format, kernel=list(w.shape[2:4]),
+                          stride=strides, dilation=dilations)
+    for name, v in (("momentum", stage.momentum), ("epsilon", stage.epsilon)):
+        if not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise TypeError("%s: argument '%s.%s' must be a number, got %r"
+                            % (op, slot, name, v))
+    if not stage.epsilon >= 0:
+        raise ValueError("%s: argument '%s.epsilon' must be >= 0, got %r"
+                         % (op, slot, stage.epsilon))
+    if paddle.in_dynamic_mode():
+        for t, name in ((w, "weight"),) + tuple(zip(bn, ("bn_weight", "bn_bias",
+                                                          "running_mean", "running_var"))):
+            if str(t.place) != str(x.place):
+                raise ValueError("%s: argument '%s.%s' is on %s but 'x' is on %s; move "
+                                 "them to one device" % (op, slot, name, t.place, x.place))
+        # detached views of the statistics: see conv_bn_act
+        bn = bn[:2] + (bn[2].detach(), bn[3].detach())
+    return (w,) + tuple(bn) + (strides, list(pads), dilations, int(groups),
+                               float(stage.momentum), float(stage.epsilon))
+
+
+@paddle.jit.not_to_static
+def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW"):
+    """A whole ResNet block in one op (paddle.vision's BasicBlock or
+    BottleneckBlock):
+
+        h = x
+        for conv in convs[:-1]: h = relu(BN(conv(h)))
+        shortcut = x if downsample is None else BN(downsample_conv(x))
+        out = relu(BN(convs[-1](h)) + shortcut)
+
+    convs: 2 (BasicBlock) or 3 (BottleneckBlock) `BlockConv` stages;
+    downsample: None (identity shortcut: x must have the output's shape) or a
+    `BlockConv`. Training uses batch statistics and updates every stage's
+    running statistics in place; eval folds BN into the convolutions. On CPU
+    (float32, oneDNN) NCHW blocks run their stages in NHWC internally; on GPU
+    the stages run on cuDNN with the fused BN kernels (fp32/fp16/bf16).
+    Returns out.
+    """
+    op = "fastconv_resnet_block"
+    _args.check_tensor(x, "x", op, ndim=4)
+    data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, op)
+    if not isinstance(convs, (list, tuple)) or len(convs) not in (2, 3):
+        raise ValueError("%s: argument 'convs' must be a list of 2 (BasicBlock) or 3 "
+                         "(BottleneckBlock) BlockConv stages, got %r" % (op, convs))
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError("%s: argument 'training' must be a bool, got %r" % (op, training))
+    if _known(x.shape[0]) and x.shape[0] == 0:
+        raise ValueError("%s: argument 'x' has an empty batch (shape %s)" % (op, list(x.shape)))
+    if paddle.in_dynamic_mode():
+        dtype = _autocast_dtype()
+        if dtype in ("float16", "bfloat16") and not x.place.is_cpu_place() and \
+                x.dtype == paddle.float32:
+            x = x.astype(dtype)
+            convs = [_cast_stage(c, dtype) for c in convs]
+            downsample = None if downsample is None else _cast_stage(downsample, dtype)
+    stages = list(convs) + [None] * (3 - len(convs)) + [downsample]
+    slots = []
+    for slot, stage in zip(BLOCK_SLOTS, stages):
+        if stage is None:
+            p = _absent([1, 1], paddle.float32, x.place)
+            # (static graphs: a separate variable for each in-place output)
+            stats = tuple(_absent([1, 1], paddle.float32, x.place,
+                                  role="in-place statistics") for _ in range(2))
+            if paddle.in_dynamic_mode():
+                # fresh detached views: autograd marks an in-place output
+                # differentiable, and a shared leaf marked so refuses the next
+                # in-place use
+                stats = tuple(t.detach() for t in stats)
+            slots.append((_absent([1, 1], x.dtype, x.place), p, p) + stats +
+                         ([1, 1], [0, 0, 0, 0], [1, 1], 1, 0.9, 1e-5))
+        else:
+            slots.append(_block_slot(stage, slot, x, data_format, op))
+    if paddle.in_dynamic_mode() and not training and x.place.is_cpu_place():
+        for s in slots:
+            _track_folded(s[0])
+    col = list(zip(*slots))
+    flat = lambda vals: [int(v) for vs in vals for v in vs]  # noqa: E731
+    outs = OPS[op](x, *col[0], *col[1], *col[2], list(col[3]), list(col[4]),
+                   data_format, bool(training), flat(col[5]), flat(col[6]),
+                   flat(col[7]), list(col[8]), list(col[9]), list(col[10]))
+    return outs[0]
+
+
+def _cast_stage(stage, dtype):
+    """Under GPU auto_cast: the convolution weight in the autocast dtype (BN
+    parameters and statistics stay fp32, as stock batch_norm keeps them)."""
+    if stage is None or not isinstance(stage, BlockConv) or \
+            stage.weight.dtype != paddle.float32:
+        return stage
+    c = BlockConv(stage.weight.astype(dtype), stage.bn_weight, stage.bn_bias,
+                  stage.running_mean, stage.running_var, stage.stride, stage.padding,
+                  stage.dilation, stage.groups, stage.momentum, stage.epsilon)
+    return c

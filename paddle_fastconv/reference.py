@@ -48,3 +48,20 @@ def inception_reference(x, weights, biases=None, bn=None, training=True, momentu
     branches = [stage(0, x), stage(2, stage(1, x)), stage(4, stage(3, x)), stage(5, pooled)]
     out = paddle.concat(branches, axis=1 if data_format == "NCHW" else 3)
     return F.relu(out) if relu_after_concat else out
+
+
+def resnet_block_reference(x, convs, downsample=None, training=True, data_format="NCHW"):
+    """ops.resnet_block with stock ops: each BlockConv of `convs` is
+    conv2d -> batch_norm, with ReLU after all but the last; the last adds the
+    shortcut (x, or downsample's conv2d -> batch_norm of x) before its ReLU."""
+    def stage(c, t, act, residual=None):
+        return conv_bn_act_reference(
+            t, c.weight, c.bn_weight, c.bn_bias, c.running_mean, c.running_var,
+            residual=residual, stride=c.stride, padding=c.padding, dilation=c.dilation,
+            groups=c.groups, data_format=data_format, act=act, training=training,
+            momentum=c.momentum, epsilon=c.epsilon)
+    h = x
+    for c in convs[:-1]:
+        h = stage(c, h, "relu")
+    shortcut = x if downsample is None else stage(downsample, x, "none")
+    return stage(convs[-1], h, "relu", residual=shortcut)

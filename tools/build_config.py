@@ -134,6 +134,7 @@ def configure():
                      glob.glob(os.path.join(CSRC, "sync_bn", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "max_pool", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "inception", "*.cc")) +
+                     glob.glob(os.path.join(CSRC, "resnet_block", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "runtime", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "onednn", "*.cc")))
     cu_sources = sorted(glob.glob(os.path.join(CSRC, "*", "*.cu")))
@@ -185,6 +186,10 @@ def configure():
         if os.path.exists(os.path.join(libs_dir, phi)):
             ldflags += ["-L" + libs_dir, "-l:" + phi]
             break
+    # Tensor shapes (common::DDim, for views of op outputs) live in libcommon
+    # on 2.6 and 3.x.
+    if os.path.exists(os.path.join(libs_dir, "libcommon.so")):
+        ldflags += ["-L" + libs_dir, "-l:libcommon.so"]
     if c.onednn_lib:
         cflags.append("-DFASTCONV_WITH_ONEDNN")
         ldflags += ["-L" + os.path.dirname(c.onednn_lib),

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "conv_bn_act/bn_act_cpu.h"
+#include "onednn/layout_reorder.h"
 
 namespace fastconv {
 namespace onednn {
@@ -334,14 +335,18 @@ void ConvBackwardPlan::execute(const float* x, const float* w, const float* dy,
 void set_plan_cache_capacity(size_t n) {
   fwd_cache().set_capacity(n);
   bwd_cache().set_capacity(n);
+  set_layout_reorder_capacity(n);
 }
 
 void clear_plan_caches() {
   fwd_cache().clear();
   bwd_cache().clear();
+  clear_layout_reorders();
 }
 
-size_t plan_cache_size() { return fwd_cache().size() + bwd_cache().size(); }
+size_t plan_cache_size() {
+  return fwd_cache().size() + bwd_cache().size() + layout_reorder_cache_size();
+}
 
 }  // namespace onednn
 }  // namespace fastconv
