@@ -8,7 +8,8 @@ from .fusion import fuse, unfuse  # noqa: F401
 from .nn import ConvBNReLU  # noqa: F401
 from .ops import conv_bn_act  # noqa: F401
 from .runtime import (cache_info, clear_caches, get_cpu_conv_engine,  # noqa: F401
-                      get_num_threads, onednn_available, onednn_version,
+                      get_num_threads, host_pool_available, onednn_available,
+                      onednn_version,
                       set_cache_capacity, set_cpu_conv_engine, set_num_threads)
 from . import runtime as _runtime
 

@@ -73,6 +73,7 @@ OPS = {name: _make_api(name) for name in _OPS}
 CLIB = ctypes.CDLL(LIBRARY_PATH)
 CLIB.fastconv_set_cache_capacity.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
 CLIB.fastconv_set_host_pool_capacity.argtypes = [ctypes.c_size_t]
+CLIB.fastconv_host_pool_available.restype = ctypes.c_int
 CLIB.fastconv_cache_sizes.argtypes = [ctypes.POINTER(ctypes.c_size_t)]
 CLIB.fastconv_release_folded_weights.argtypes = [ctypes.c_size_t]
 CLIB.fastconv_release_folded_weights.restype = ctypes.c_size_t

@@ -80,6 +80,13 @@ def set_cache_capacity(plans=512, folded_weights=256, host_pool_bytes=1 << 30):
     CLIB.fastconv_set_host_pool_capacity(host_pool_bytes)
 
 
+def host_pool_available():
+    """Whether the CPU ops reuse freed output memory (see set_cache_capacity):
+    it needs Paddle 3.x (its from_blob returns each block to its own
+    deleter); on older Paddle outputs come from Paddle's allocator."""
+    return bool(CLIB.fastconv_host_pool_available())
+
+
 def clear_caches():
     """Drops every cached primitive and folded weight (they are rebuilt on
     use) and frees the pooled output memory."""

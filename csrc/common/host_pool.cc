@@ -4,6 +4,7 @@
 #include <map>
 #include <mutex>
 #include <new>
+#include <thread>
 
 #include "paddle/phi/api/include/tensor_utils.h"
 
@@ -105,13 +106,47 @@ size_t element_size(paddle::DataType t) {
 
 }  // namespace
 
+bool host_pool_available() {
+  // paddle::from_blob must call each tensor's own deleter. Paddle 3.x keeps
+  // one per pointer; older versions (2.6) keep the first deleter a thread
+  // ever passed and call that for every tensor (and an empty one on other
+  // threads), which would hand pool blocks back with wrong sizes. Probed
+  // once, on a thread of its own so the probe leaves no thread state behind.
+  static const bool ok = [] {
+    bool result = false;
+    std::thread probe([&result] {
+      int hits[2] = {0, 0};
+      {
+        float* a = new float[1];
+        float* b = new float[1];
+        paddle::Tensor ta = paddle::from_blob(
+            a, {1}, paddle::DataType::FLOAT32, phi::DataLayout::NCHW,
+            phi::CPUPlace(), [&hits](void* p) {
+              ++hits[0];
+              delete[] static_cast<float*>(p);
+            });
+        paddle::Tensor tb = paddle::from_blob(
+            b, {1}, paddle::DataType::FLOAT32, phi::DataLayout::NCHW,
+            phi::CPUPlace(), [&hits](void* p) {
+              ++hits[1];
+              delete[] static_cast<float*>(p);
+            });
+      }
+      result = hits[0] == 1 && hits[1] == 1;
+    });
+    probe.join();
+    return result;
+  }();
+  return ok;
+}
+
 paddle::Tensor host_empty(const std::vector<int64_t>& shape,
                           paddle::DataType dtype, const paddle::Place& place) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   const size_t bytes = static_cast<size_t>(n) * element_size(dtype);
   if (place.GetType() != phi::AllocationType::CPU || bytes < kMinPooledBytes ||
-      pool().capacity() == 0)
+      pool().capacity() == 0 || !host_pool_available())
     return paddle::empty(shape, dtype, place);
   const size_t rounded = (bytes + 4095) / 4096 * 4096;
   size_t block = 0;

@@ -8,7 +8,9 @@
 // block's last convolution 21-23 ms against 8 ms. Pooled outputs are tensors
 // like any other (paddle::from_blob with a deleter that returns the block).
 //
-// Blocks below kMinPooledBytes come from Paddle as before. Freed blocks are
+// Blocks below kMinPooledBytes come from Paddle as before, and so does
+// everything on a Paddle whose from_blob cannot return blocks (see
+// host_pool_available). Freed blocks are
 // kept up to a byte capacity (set_host_pool_capacity; 0 disables pooling) and
 // served to requests of at least 3/4 of their size.
 #pragma once
@@ -26,6 +28,10 @@ constexpr size_t kMinPooledBytes = size_t(256) << 10;
 // paddle::empty(shape, dtype, place), pooled for large CPU tensors.
 paddle::Tensor host_empty(const std::vector<int64_t>& shape,
                           paddle::DataType dtype, const paddle::Place& place);
+
+// Whether this Paddle's from_blob supports the pool (Paddle 3.x); without
+// it host_empty is paddle::empty.
+bool host_pool_available();
 
 void set_host_pool_capacity(size_t bytes);
 size_t host_pool_capacity();

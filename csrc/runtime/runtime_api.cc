@@ -34,6 +34,10 @@ void fastconv_set_host_pool_capacity(size_t bytes) {
   fastconv::set_host_pool_capacity(bytes);
 }
 
+int fastconv_host_pool_available() {
+  return fastconv::host_pool_available() ? 1 : 0;
+}
+
 void fastconv_clear_caches() {
   fastconv::clear_host_pool();
 #ifdef FASTCONV_WITH_ONEDNN
