@@ -441,8 +441,10 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW"):
     downsample: None (identity shortcut: x must have the output's shape) or a
     `BlockConv`. Training uses batch statistics and updates every stage's
     running statistics in place; eval folds BN into the convolutions. On CPU
-    (float32, oneDNN) NCHW blocks run their stages in NHWC internally; on GPU
-    the stages run on cuDNN with the fused BN kernels (fp32/fp16/bf16).
+    (float32, oneDNN), NCHW blocks in eval run their stages in NHWC
+    internally; on GPU the stages run on cuDNN with the fused BN kernels
+    (fp32/fp16/bf16). Training keeps each stage's convolution and ReLU
+    outputs for backward; eval keeps none (backward recomputes them).
     Returns out.
     """
     op = "fastconv_resnet_block"

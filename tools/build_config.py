@@ -186,10 +186,6 @@ def configure():
         if os.path.exists(os.path.join(libs_dir, phi)):
             ldflags += ["-L" + libs_dir, "-l:" + phi]
             break
-    # Tensor shapes (common::DDim, for views of op outputs) live in libcommon
-    # on 2.6 and 3.x.
-    if os.path.exists(os.path.join(libs_dir, "libcommon.so")):
-        ldflags += ["-L" + libs_dir, "-l:libcommon.so"]
     if c.onednn_lib:
         cflags.append("-DFASTCONV_WITH_ONEDNN")
         ldflags += ["-L" + os.path.dirname(c.onednn_lib),

@@ -7,7 +7,6 @@
 #include "common/check.h"
 #include "common/host_pool.h"
 #include "common/phase_timer.h"
-#include "common/tensor_view.h"
 #include "conv_bn_act/conv_bn_act.h"
 #include "conv_bn_act/cpu_conv_engine.h"
 #include "resnet_block/resnet_block.h"
@@ -120,7 +119,8 @@ TensorList resnet_block_forward(const Tensor& x, const TensorList& w,
                                 const ResnetBlockAttrs& a) {
   const bool inside = nhwc_inside(x, g, a);
   const bool nhwc = g.nhwc || inside;
-  const Tensor placeholder = host_empty({1}, x.dtype(), x.place());
+  // (a separate 1-element tensor for each absent output)
+  auto placeholder = [&] { return host_empty({1}, x.dtype(), x.place()); };
   PhaseTimer timer("block forward");
   const Tensor xin = inside ? relayout(x, true) : x;
   timer.mark("x to NHWC");
@@ -145,28 +145,27 @@ TensorList resnet_block_forward(const Tensor& x, const TensorList& w,
   Tensor out = inside ? relayout(res[g.last][0], false) : res[g.last][0];
   timer.mark("out to NCHW");
 
-  TensorList r{out, flat_view(res[kConv1][0], kResnetBlockOp, "hidden1"),
-               g.last == kConv3
-                   ? flat_view(res[kConv2][0], kResnetBlockOp, "hidden2")
-                   : placeholder};
+  // Training keeps what backward needs (stages ran in data_format's
+  // layout); eval keeps nothing: its backward (rare: gradients through a
+  // frozen network) recomputes the hidden activations.
+  const bool keep = a.training;
+  TensorList r{out, keep ? res[kConv1][0] : placeholder(),
+               keep && g.last == kConv3 ? res[kConv2][0] : placeholder()};
   std::vector<Tensor> stats;
   for (int s = 0; s < kBlockSlots; ++s) {
-    const bool keep_z = g.present[s] && a.training;
-    r.push_back(keep_z ? flat_view(res[s][1], kResnetBlockOp, "z")
-                       : placeholder);
+    r.push_back(keep && g.present[s] ? res[s][1] : placeholder());
     if (g.present[s]) {
       stats.push_back(res[s][2]);
       stats.push_back(res[s][3]);
     }
   }
-  stats.push_back(paddle::full({1}, inside ? 1 : 0, paddle::DataType::FLOAT32,
-                               x.place()));
   r.push_back(paddle::experimental::concat(stats, 0));
   return r;
 }
 
 TensorList resnet_block_backward(const Tensor& x, const TensorList& w,
-                                 const TensorList& scale, const Tensor& out,
+                                 const TensorList& scale,
+                                 const TensorList& shift, const Tensor& out,
                                  const Tensor& hidden1, const Tensor& hidden2,
                                  const TensorList& z, const Tensor& saved_stats,
                                  const Tensor& dout,
@@ -176,47 +175,53 @@ TensorList resnet_block_backward(const Tensor& x, const TensorList& w,
   FC_CHECK_ARG(saved_stats.numel() == g.stats_size(), op, "SavedStats",
                "has ", saved_stats.numel(), " values, expected ",
                g.stats_size(), " (was the forward run with the same inputs?)");
-  // The layout the forward ran its stages in (its engine may have been
-  // switched since).
-  const Tensor flag = saved_stats.slice(g.stats_size() - 1, g.stats_size());
-  const bool inside = flag.is_cpu() && flag.data<float>()[0] != 0.f;
-  const bool nhwc = g.nhwc || inside;
   PhaseTimer timer("block backward");
-  const Tensor xin = inside ? relayout(x, true) : x;
-  const Tensor dy = inside ? relayout(dout, true) : dout;
-  const Tensor y = inside ? relayout(out, true) : out;
-  timer.mark("to NHWC");
-
-  ConvGeometry geo[kBlockSlots];
-  Tensor input[kBlockSlots], zs[kBlockSlots];
-  for (int s = 0; s < kBlockSlots; ++s) {
-    if (!g.present[s]) continue;
-    geo[s] = g.in_layout(s, inside);
-    zs[s] = a.training ? view_as_shape(z[s], geo[s].out_shape(), op, "z")
-                       : z[s];  // eval: the stage recomputes z
-  }
-  input[kConv1] = xin;
-  input[kConv2] = view_as_shape(hidden1, geo[kConv1].out_shape(), op,
-                                "hidden1");
-  if (g.last == kConv3)
-    input[kConv3] = view_as_shape(hidden2, geo[kConv2].out_shape(), op,
-                                  "hidden2");
-  input[kDownsample] = xin;
   auto mean_of = [&](int s) {
     const int64_t o = g.stats_offset(s);
-    return saved_stats.slice(o, o + geo[s].O);
+    return saved_stats.slice(o, o + g.conv[s].O);
   };
   auto invstd_of = [&](int s) {
-    const int64_t o = g.stats_offset(s) + geo[s].O;
-    return saved_stats.slice(o, o + geo[s].O);
+    const int64_t o = g.stats_offset(s) + g.conv[s].O;
+    return saved_stats.slice(o, o + g.conv[s].O);
   };
+
+  Tensor input[kBlockSlots];
+  input[kConv1] = input[kDownsample] = x;
+  if (a.training) {
+    auto check = [&](const Tensor& t, int s, const char* name) {
+      FC_CHECK_ARG(t.shape() == g.conv[s].out_shape(), op, name,
+                   "does not match ", kBlockSlotNames[s], "'s output (was the "
+                   "forward run in training mode with the same inputs?)");
+    };
+    check(hidden1, kConv1, "Hidden1");
+    input[kConv2] = hidden1;
+    if (g.last == kConv3) {
+      check(hidden2, kConv2, "Hidden2");
+      input[kConv3] = hidden2;
+    }
+  } else {
+    // Eval kept nothing: recompute the hidden activations with the
+    // statistics the forward used (running variance from the saved 1/std).
+    for (int s = kConv1; s < g.last; ++s) {
+      Tensor mean = mean_of(s);
+      Tensor var = paddle::experimental::scale(
+          paddle::experimental::reciprocal(
+              paddle::experimental::square(invstd_of(s))),
+          1.f, -a.epsilon[s], true);
+      input[s + 1] = stage_forward(input[s], w[s], scale[s], shift[s], mean,
+                                   var, paddle::none, g.conv[s],
+                                   a.stage(s, true, g.nhwc))[0];
+    }
+    timer.mark("recompute hidden (eval)");
+  }
 
   TensorList grads(1 + 3 * kBlockSlots);
   auto back = [&](int s, const OptTensor& residual, const Tensor& ys,
                   const Tensor& dys, bool relu) {
+    // (eval: z[s] is a placeholder and the stage recomputes z)
     std::vector<Tensor> r = stage_backward(
-        input[s], w[s], scale[s], residual, ys, zs[s], mean_of(s),
-        invstd_of(s), dys, geo[s], a.stage(s, relu, nhwc));
+        input[s], w[s], scale[s], residual, ys, z[s], mean_of(s),
+        invstd_of(s), dys, g.conv[s], a.stage(s, relu, g.nhwc));
     grads[1 + s] = r[1];                    // dW
     grads[1 + kBlockSlots + s] = r[3];      // dScale
     grads[1 + 2 * kBlockSlots + s] = r[4];  // dShift
@@ -225,22 +230,21 @@ TensorList resnet_block_backward(const Tensor& x, const TensorList& w,
   };
   // Last stage: its residual input is the shortcut (only its presence
   // matters to backward, which returns the residual's gradient).
-  std::vector<Tensor> r = back(g.last, OptTensor(y), y, dy, true);
+  std::vector<Tensor> r = back(g.last, OptTensor(out), out, dout, true);
   const Tensor dshortcut = r[5];
   Tensor dh = r[0];
   for (int s = g.last - 1; s >= kConv1; --s) {
-    // Stage s's output is stage s+1's input, saved as hidden.
+    // Stage s's output (after its ReLU) is stage s+1's input.
     dh = back(s, paddle::none, input[s + 1], dh, true)[0];
   }
-  Tensor dxin = dh;
   if (g.present[kDownsample]) {
     // No activation: the stage never reads its output (pass any tensor).
-    accumulate(dxin,
+    accumulate(dh,
                back(kDownsample, paddle::none, dshortcut, dshortcut, false)[0]);
   } else {
-    accumulate(dxin, dshortcut);
+    accumulate(dh, dshortcut);
   }
-  grads[0] = inside ? relayout(dxin, false) : dxin;
+  grads[0] = dh;
   timer.mark("dx");
   return grads;
 }

@@ -15,29 +15,28 @@
 // residual add and final ReLU as post-ops of the last convolution) behave
 // exactly as the single-stage op. The block adds:
 // - one op for the whole block (one dispatch, one grad node);
-// - on CPU with oneDNN and NCHW tensors, the stages run in NHWC (oneDNN's
-//   fastest activation layout here, needing no reorder around each
-//   convolution): x is reordered once on entry and the output once on exit,
-//   instead of around each of the block's 3-4 convolutions;
-// - what backward needs is kept once, in the internal layout.
+// - in eval on CPU with oneDNN and NCHW tensors, the stages run in NHWC
+//   (oneDNN's fastest activation layout here, needing no reorder around
+//   each convolution): x is reordered once on entry and the output once on
+//   exit, instead of around each of the block's 3-4 convolutions;
+// - what backward needs is kept once.
 //
 // Slots: 0 conv1, 1 conv2, 2 conv3 (absent in a BasicBlock), 3 downsample
 // (absent for an identity shortcut). An absent slot's weight is a [1, 1]
 // placeholder (real weights are 4-D); its BN inputs are placeholders too.
 //
-// Saved for backward (training), all float32/x's dtype, flat:
+// Saved for backward (training; in eval all are 1-element placeholders and
+// backward recomputes the hidden activations), in data_format's layout:
 //   Hidden1, Hidden2  outputs of conv1's and conv2's stages (h1, h2; Hidden2
 //                     is a placeholder in a BasicBlock)
 //   Z0..Z3            each stage's pre-BN convolution output
-//   SavedStats        per stage mean and 1/std, then one flag: 1 when the
-//                     saved tensors are in NHWC although x is NCHW
+//   SavedStats        per present stage: mean, then 1/std (batch statistics
+//                     in training, running ones in eval)
 // Memory against stock paddle.vision blocks: stock keeps, per stage, the
 // convolution output (for BatchNorm's backward) and the ReLU output (for
 // ReLU's backward, also the next convolution's input); the BN output dies
 // after the ReLU. That is exactly Z and Hidden here, plus the block output
-// kept by autograd in both. In eval only h1/h2 are kept (backward recomputes
-// the pre-BN outputs). NCHW on CPU adds transient NHWC copies of x and of the
-// output gradient inside the op, freed when it returns.
+// kept by autograd in both.
 #pragma once
 
 #include <array>
@@ -90,7 +89,7 @@ struct ResnetBlockGeometry {
   // The stage geometries in the layout the stages run in.
   ConvGeometry in_layout(int s, bool nhwc_inside) const;
   int64_t stats_offset(int s) const;  // mean at +0, 1/std at +O
-  int64_t stats_size() const;         // including the trailing layout flag
+  int64_t stats_size() const;
 };
 
 // Geometry from the input and weight shapes; validates them (messages name
@@ -121,6 +120,7 @@ TensorList resnet_block_forward(const paddle::Tensor& x, const TensorList& w,
 // undefined tensors (the registration fills them).
 TensorList resnet_block_backward(const paddle::Tensor& x, const TensorList& w,
                                  const TensorList& scale,
+                                 const TensorList& shift,
                                  const paddle::Tensor& out,
                                  const paddle::Tensor& hidden1,
                                  const paddle::Tensor& hidden2,

@@ -102,7 +102,7 @@ int64_t ResnetBlockGeometry::stats_offset(int s) const {
 }
 
 int64_t ResnetBlockGeometry::stats_size() const {
-  return stats_offset(kBlockSlots) + 1;
+  return stats_offset(kBlockSlots);
 }
 
 ResnetBlockGeometry make_block_geometry(
@@ -163,32 +163,25 @@ std::vector<std::vector<int64_t>> infer_block_shapes(
     return nhwc ? std::vector<int64_t>{in[0], OH, OW, w[s][0]}
                 : std::vector<int64_t>{in[0], w[s][0], OH, OW};
   };
-  auto numel = [](const std::vector<int64_t>& s) {
-    int64_t n = 1;
-    for (int64_t d : s) {
-      if (d < 0) return int64_t(-1);
-      n *= d;
-    }
-    return n;
-  };
   std::array<std::vector<int64_t>, kBlockSlots> outs;
   std::vector<int64_t> in = x;
-  int64_t stats = 1;
+  int64_t stats = 0;
   for (int s = 0; s < kBlockSlots; ++s) {
     if (!is_present(w[s])) continue;
     outs[s] = out_of(s == kDownsample ? x : in, s);
     if (s != kDownsample) in = outs[s];
     stats += 2 * w[s][0];
   }
+  // Training keeps the hidden and pre-BN outputs (data_format's layout);
+  // eval keeps 1-element placeholders.
   const std::vector<int64_t> placeholder = {1};
-  std::vector<std::vector<int64_t>> r{in};
-  r.push_back({numel(outs[kConv1])});
-  r.push_back(is_present(w[kConv3]) ? std::vector<int64_t>{numel(outs[kConv2])}
-                                    : placeholder);
-  for (int s = 0; s < kBlockSlots; ++s)
-    r.push_back(is_present(w[s]) && a.training
-                    ? std::vector<int64_t>{numel(outs[s])}
-                    : placeholder);
+  auto kept = [&](int s) {
+    return is_present(w[s]) && a.training ? outs[s] : placeholder;
+  };
+  std::vector<std::vector<int64_t>> r{in, kept(kConv1),
+                                      is_present(w[kConv3]) ? kept(kConv2)
+                                                            : placeholder};
+  for (int s = 0; s < kBlockSlots; ++s) r.push_back(kept(s));
   r.push_back({stats});
   return r;
 }

@@ -96,22 +96,24 @@ TensorList ResnetBlockForward(const Tensor& x, FC_FOUR(const Tensor&, w),
 }
 
 TensorList ResnetBlockBackward(const Tensor& x, FC_FOUR(const Tensor&, w),
-                               FC_FOUR(const Tensor&, s), const Tensor& out,
+                               FC_FOUR(const Tensor&, s),
+                               FC_FOUR(const Tensor&, h), const Tensor& out,
                                const Tensor& hidden1, const Tensor& hidden2,
                                FC_FOUR(const Tensor&, z),
                                const Tensor& saved_stats, const Tensor& dout,
                                FC_BLOCK_ATTR_ARGS) {
-  const TensorList W = FC_LIST(w), S = FC_LIST(s), Z = FC_LIST(z);
+  const TensorList W = FC_LIST(w), S = FC_LIST(s), H = FC_LIST(h),
+                   Z = FC_LIST(z);
   const ResnetBlockAttrs a = FC_BLOCK_ATTRS;
-  const ResnetBlockGeometry g = check_inputs(x, W, S, S, nullptr, nullptr, a);
+  const ResnetBlockGeometry g = check_inputs(x, W, S, H, nullptr, nullptr, a);
   FC_CHECK_ARG(dout.shape() == g.out_shape() && dout.dtype() == x.dtype() &&
                    out.shape() == g.out_shape(),
                kResnetBlockOp, "grad_out", "must match the output (shape ",
                shape_str(g.out_shape()), "), got ", shape_str(dout.shape()));
-  TensorList grads = resnet_block_backward(x, W, S, out, hidden1, hidden2, Z,
-                                           saved_stats, dout, g, a);
+  TensorList grads = resnet_block_backward(x, W, S, H, out, hidden1, hidden2,
+                                           Z, saved_stats, dout, g, a);
   // Gradients of absent slots: zeros shaped like their placeholders.
-  const TensorList* inputs[3] = {&W, &S, &S};
+  const TensorList* inputs[3] = {&W, &S, &H};
   for (int k = 0; k < 3; ++k)
     for (int sl = 0; sl < kBlockSlots; ++sl) {
       Tensor& gt = grads[1 + k * kBlockSlots + sl];
@@ -142,25 +144,26 @@ std::vector<DType> ResnetBlockInferDtype(const DType& x,
 }
 
 Shapes ResnetBlockGradInferShape(const Shape& x, FC_FOUR(const Shape&, w),
-                                 FC_FOUR(const Shape&, s), const Shape& out,
+                                 FC_FOUR(const Shape&, s),
+                                 FC_FOUR(const Shape&, h), const Shape& out,
                                  const Shape& hidden1, const Shape& hidden2,
                                  FC_FOUR(const Shape&, z), const Shape& stats,
                                  const Shape& dout) {
   Shapes r{x};
   for (const Shapes& l : {Shapes FC_LIST(w), Shapes FC_LIST(s),
-                          Shapes FC_LIST(s)})
+                          Shapes FC_LIST(h)})
     r.insert(r.end(), l.begin(), l.end());
   return r;
 }
 
 std::vector<DType> ResnetBlockGradInferDtype(
     const DType& x, FC_FOUR(const DType&, w), FC_FOUR(const DType&, s),
-    const DType& out, const DType& hidden1, const DType& hidden2,
+    FC_FOUR(const DType&, h), const DType& out, const DType& hidden1, const DType& hidden2,
     FC_FOUR(const DType&, z), const DType& stats, const DType& dout) {
   std::vector<DType> r{x};
   for (const std::vector<DType>& l :
        {std::vector<DType> FC_LIST(w), std::vector<DType> FC_LIST(s),
-        std::vector<DType> FC_LIST(s)})
+        std::vector<DType> FC_LIST(h)})
     r.insert(r.end(), l.begin(), l.end());
   return r;
 }
@@ -196,7 +199,8 @@ std::vector<std::string> forward_outputs() {
 
 std::vector<std::string> grad_inputs() {
   return concat({{"X"}, numbered("Filter", false), numbered("Scale", false),
-                 {"Out", "Hidden1", "Hidden2"}, numbered("Z", false),
+                 numbered("Shift", false), {"Out", "Hidden1", "Hidden2"},
+                 numbered("Z", false),
                  {"SavedStats", paddle::Grad("Out")}});
 }
 
