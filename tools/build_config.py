@@ -151,13 +151,8 @@ def configure():
     # -fno-wrapv undoes the -fwrapv of Python's own CFLAGS, which setuptools
     # puts first: with wrapping signed arithmetic GCC cannot vectorize loops
     # over int indices (measured: the Inception pool's backward 12x slower).
-    # -fno-trapping-math (no code here relies on floating-point traps) lets
-    # GCC turn selects such as the ReLU mask into vector blends: with traps
-    # assumed, the BN backward reduction kept a branch per element, and on a
-    # random ReLU mask (8 x 56 x 56 x 256 values) it took 28 ms; vectorized,
-    # 2-3 ms on NCHW and 8 ms on NHWC rows.
-    cflags = ["-O3", "-fno-wrapv", "-fno-trapping-math", "-std=c++17", "-fopenmp",
-              "-fvisibility-inlines-hidden", "-Wall", "-Wextra",
+    cflags = ["-O3", "-fno-wrapv", "-std=c++17", "-fopenmp", "-fvisibility-inlines-hidden",
+              "-Wall", "-Wextra",
               "-Wno-unused-parameter", "-DPADDLE_NO_PYTHON",
               "-DPADDLE_WITH_CUSTOM_KERNEL", "-I" + gen_dir, "-I" + CSRC]
     cflags += ["-isystem" + d for d in paddle_incs]

@@ -3,6 +3,8 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 namespace fastconv {
@@ -39,6 +41,19 @@ namespace {
 // Relu mask on the gradient, with Paddle's relu_grad convention (out > 0).
 inline float masked(float dy, float y, bool relu) {
   return relu ? (y > 0.f ? dy : 0.f) : dy;
+}
+
+// dy where y > 0, else +0 (as `masked`), as a bit mask: GCC keeps a float
+// select such as `y > 0 ? dy : 0` as a branch in some loops (with floating-
+// point traps assumed), which on a random ReLU mask mispredicts per element;
+// an integer AND vectorizes.
+inline float relu_mask_bits(float dy, float y) {
+  uint32_t bits;
+  std::memcpy(&bits, &dy, sizeof bits);
+  bits &= y > 0.f ? 0xffffffffu : 0u;
+  float g;
+  std::memcpy(&g, &bits, sizeof g);
+  return g;
 }
 
 // Per-channel reductions: each thread streams through one contiguous range of
@@ -216,10 +231,7 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
       if (relu) {
 #pragma omp simd reduction(+ : r1, r2)
         for (int64_t i = 0; i < I; ++i) {
-          // (both loads unconditional: a select, not a branch, so the loop
-          // vectorizes; a branch on a random ReLU mask mispredicts)
-          const float d = dp[i], yv = yp[i];
-          const float g = yv > 0.f ? d : 0.f;
+          const float g = relu_mask_bits(dp[i], yp[i]);
           r1 += g;
           r2 += g * (zp[i] - mc);
         }
@@ -243,8 +255,7 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
       if (relu) {
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
-          const float d = dp[c], yv = yp[c];  // (unconditional: see above)
-          const float g = yv > 0.f ? d : 0.f;
+          const float g = relu_mask_bits(dp[c], yp[c]);
           a1[c] += g;
           a2[c] += static_cast<double>(g * (zp[c] - mean[c]));
         }
