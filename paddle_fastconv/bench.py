@@ -52,18 +52,23 @@ def _median_ms(fn, repeat, warmup=2):
 
 def peak_memory_mib(fn):
     """Runs fn once and returns the peak of host memory it allocated, in MiB:
-    Paddle's CPU allocator (tensors, for stock and fused alike) plus this
-    package's scratch arena, which lives outside that allocator (oneDNN
-    scratchpads and reorder buffers, kept between calls). None when this
-    Paddle has no allocator statistics (2.x)."""
+    Paddle's CPU allocator (tensors, for stock and fused alike), plus what
+    this package holds outside that allocator: the scratch arena (oneDNN
+    scratchpads and reorder buffers, kept between calls) and the peak of the
+    output-memory pool (blocks in use and cached; the sum of the two peaks is
+    an upper bound, as they need not coincide). None when this Paddle has no
+    allocator statistics (2.x)."""
+    from ._loader import CLIB
     core = paddle.base.core
     if not hasattr(core, "host_memory_stat_reset_peak_value"):
         return None
     core.host_memory_stat_reset_peak_value("Allocated", 0)
     before = core.host_memory_stat_current_value("Allocated", 0)
+    CLIB.fastconv_host_pool_peak(1)
     fn()
     peak = core.host_memory_stat_peak_value("Allocated", 0) - before
-    return (peak + runtime.cache_info()["scratch_bytes"]) / 2.0 ** 20
+    pool = CLIB.fastconv_host_pool_peak(0)
+    return (peak + pool + runtime.cache_info()["scratch_bytes"]) / 2.0 ** 20
 
 
 def _stock_fused(spec, data_format, training):

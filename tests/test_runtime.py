@@ -72,6 +72,24 @@ def test_host_pool_reuses_freed_outputs_and_stays_bounded():
         pf.set_cache_capacity()
 
 
+def test_peak_memory_counts_pooled_outputs():
+    """The benchmarks' peak-memory figure includes the pool's blocks, which
+    Paddle's allocator statistics do not see."""
+    from paddle_fastconv import bench
+    if not pf.host_pool_available() or bench.peak_memory_mib(lambda: None) is None:
+        pytest.skip("needs the host pool and Paddle's allocator statistics (Paddle 3)")
+    layer = pf.ConvBNReLU(8, 64, 3, padding=1)
+    layer.eval()
+    x = paddle.randn([4, 8, 64, 64])  # 4 MiB output, pooled
+    kept = []
+
+    def step():
+        with paddle.no_grad():
+            kept.append(layer(x))
+    pf.clear_caches()
+    assert bench.peak_memory_mib(step) >= 4.0
+
+
 def test_host_pool_is_available_on_paddle_3():
     major = int(paddle.__version__.split(".")[0])
     assert pf.host_pool_available() == (major >= 3 or paddle.__version__ == "0.0.0")

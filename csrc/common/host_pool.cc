@@ -1,5 +1,6 @@
 #include "common/host_pool.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <map>
 #include <mutex>
@@ -22,6 +23,7 @@ class HostPool {
         *block_bytes = it->first;
         void* p = it->second;
         cached_ -= it->first;
+        live_ += it->first;
         free_.erase(it);
         return p;
       }
@@ -29,12 +31,16 @@ class HostPool {
     *block_bytes = bytes;
     void* p = std::aligned_alloc(64, bytes);
     if (!p) throw std::bad_alloc();
+    std::lock_guard<std::mutex> lock(mu_);
+    live_ += bytes;
+    peak_ = std::max(peak_, live_ + cached_);
     return p;
   }
 
   void give(void* p, size_t bytes) {
     {
       std::lock_guard<std::mutex> lock(mu_);
+      live_ -= bytes;
       if (cached_ + bytes <= capacity_) {
         free_.emplace(bytes, p);
         cached_ += bytes;
@@ -42,6 +48,16 @@ class HostPool {
       }
     }
     std::free(p);
+  }
+
+  // High-water mark of the memory the pool holds (in use + cached).
+  size_t peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return peak_;
+  }
+  void reset_peak() {
+    std::lock_guard<std::mutex> lock(mu_);
+    peak_ = live_ + cached_;
   }
 
   void set_capacity(size_t bytes) {
@@ -79,6 +95,8 @@ class HostPool {
   std::mutex mu_;
   std::multimap<size_t, void*> free_;
   size_t cached_ = 0;
+  size_t live_ = 0;
+  size_t peak_ = 0;
   size_t capacity_ = size_t(1) << 30;
 };
 
@@ -159,5 +177,7 @@ void set_host_pool_capacity(size_t bytes) { pool().set_capacity(bytes); }
 size_t host_pool_capacity() { return pool().capacity(); }
 size_t host_pool_cached_bytes() { return pool().cached(); }
 void clear_host_pool() { pool().clear(); }
+size_t host_pool_peak_bytes() { return pool().peak(); }
+void reset_host_pool_peak() { pool().reset_peak(); }
 
 }  // namespace fastconv

@@ -37,5 +37,9 @@ void set_host_pool_capacity(size_t bytes);
 size_t host_pool_capacity();
 size_t host_pool_cached_bytes();  // free blocks held for reuse
 void clear_host_pool();           // frees the free blocks
+// High-water mark of the pool's memory (blocks in use + cached) since the
+// last reset (for peak-memory measurements).
+size_t host_pool_peak_bytes();
+void reset_host_pool_peak();
 
 }  // namespace fastconv

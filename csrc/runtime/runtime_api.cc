@@ -34,6 +34,13 @@ void fastconv_set_host_pool_capacity(size_t bytes) {
   fastconv::set_host_pool_capacity(bytes);
 }
 
+// High-water mark of the pool's bytes (in use + cached) since the last
+// reset; reset = 1 starts a new measurement (and returns the current bytes).
+size_t fastconv_host_pool_peak(int reset) {
+  if (reset) fastconv::reset_host_pool_peak();
+  return fastconv::host_pool_peak_bytes();
+}
+
 int fastconv_host_pool_available() {
   return fastconv::host_pool_available() ? 1 : 0;
 }
