@@ -142,7 +142,8 @@ def main(path):
         for (model, mode), c in sorted(models.items()):
             if mode == "peak" and "stock" in c:
                 print("\n%s training step, peak host memory (Paddle's allocator plus the "
-                      "fused ops' scratch arena): %s" % (model, ", ".join(
+                      "fused ops' scratch arena and pooled outputs in use): %s" % (
+                          model, ", ".join(
                           "%s %.0f MiB" % (k, v) for k, v in sorted(c.items()))))
     print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8, fp32, "
           "medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),

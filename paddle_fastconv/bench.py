@@ -53,21 +53,22 @@ def _median_ms(fn, repeat, warmup=2):
 def peak_memory_mib(fn):
     """Runs fn once and returns the peak of host memory it allocated, in MiB:
     Paddle's CPU allocator (tensors, for stock and fused alike), plus what
-    this package holds outside that allocator: the scratch arena (oneDNN
-    scratchpads and reorder buffers, kept between calls) and the peak of the
-    output-memory pool (blocks in use and cached; the sum of the two peaks is
-    an upper bound, as they need not coincide). None when this Paddle has no
-    allocator statistics (2.x)."""
+    this package keeps outside that allocator: the scratch arena (oneDNN
+    scratchpads and reorder buffers, kept between calls) and the pooled
+    output blocks in use at their peak (the sum of the two peaks is an upper
+    bound, as they need not coincide; like Paddle's statistic, memory cached
+    for reuse is not counted). None when this Paddle has no allocator
+    statistics (2.x)."""
     from ._loader import CLIB
     core = paddle.base.core
     if not hasattr(core, "host_memory_stat_reset_peak_value"):
         return None
     core.host_memory_stat_reset_peak_value("Allocated", 0)
     before = core.host_memory_stat_current_value("Allocated", 0)
-    CLIB.fastconv_host_pool_peak(1)
+    pool_before = CLIB.fastconv_host_pool_peak(1)
     fn()
     peak = core.host_memory_stat_peak_value("Allocated", 0) - before
-    pool = CLIB.fastconv_host_pool_peak(0)
+    pool = CLIB.fastconv_host_pool_peak(0) - pool_before
     return (peak + pool + runtime.cache_info()["scratch_bytes"]) / 2.0 ** 20
 
 

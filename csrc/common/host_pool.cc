@@ -24,6 +24,7 @@ class HostPool {
         void* p = it->second;
         cached_ -= it->first;
         live_ += it->first;
+        peak_ = std::max(peak_, live_);
         free_.erase(it);
         return p;
       }
@@ -33,7 +34,7 @@ class HostPool {
     if (!p) throw std::bad_alloc();
     std::lock_guard<std::mutex> lock(mu_);
     live_ += bytes;
-    peak_ = std::max(peak_, live_ + cached_);
+    peak_ = std::max(peak_, live_);
     return p;
   }
 
@@ -50,14 +51,16 @@ class HostPool {
     std::free(p);
   }
 
-  // High-water mark of the memory the pool holds (in use + cached).
+  // High-water mark of the bytes in use (handed out, not yet returned).
   size_t peak() {
     std::lock_guard<std::mutex> lock(mu_);
     return peak_;
   }
-  void reset_peak() {
+  // Starts a new high-water mark; returns the bytes in use now.
+  size_t reset_peak() {
     std::lock_guard<std::mutex> lock(mu_);
-    peak_ = live_ + cached_;
+    peak_ = live_;
+    return live_;
   }
 
   void set_capacity(size_t bytes) {
@@ -178,6 +181,6 @@ size_t host_pool_capacity() { return pool().capacity(); }
 size_t host_pool_cached_bytes() { return pool().cached(); }
 void clear_host_pool() { pool().clear(); }
 size_t host_pool_peak_bytes() { return pool().peak(); }
-void reset_host_pool_peak() { pool().reset_peak(); }
+size_t reset_host_pool_peak() { return pool().reset_peak(); }
 
 }  // namespace fastconv

@@ -37,9 +37,10 @@ void set_host_pool_capacity(size_t bytes);
 size_t host_pool_capacity();
 size_t host_pool_cached_bytes();  // free blocks held for reuse
 void clear_host_pool();           // frees the free blocks
-// High-water mark of the pool's memory (blocks in use + cached) since the
-// last reset (for peak-memory measurements).
+// High-water mark of the pooled bytes in use (like the "Allocated" statistic
+// of Paddle's allocator, cached free blocks are not counted) since the last
+// reset, which returns the bytes in use at that moment.
 size_t host_pool_peak_bytes();
-void reset_host_pool_peak();
+size_t reset_host_pool_peak();
 
 }  // namespace fastconv

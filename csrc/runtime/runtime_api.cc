@@ -34,10 +34,10 @@ void fastconv_set_host_pool_capacity(size_t bytes) {
   fastconv::set_host_pool_capacity(bytes);
 }
 
-// High-water mark of the pool's bytes (in use + cached) since the last
-// reset; reset = 1 starts a new measurement (and returns the current bytes).
+// High-water mark of the pooled bytes in use since the last reset; reset = 1
+// starts a new measurement and returns the bytes in use now.
 size_t fastconv_host_pool_peak(int reset) {
-  if (reset) fastconv::reset_host_pool_peak();
+  if (reset) return fastconv::reset_host_pool_peak();
   return fastconv::host_pool_peak_bytes();
 }
 
