@@ -34,7 +34,7 @@ bool use_plain_activations(const ConvGeometry& g, bool inference) {
   if (env && std::strcmp(env, "plain") == 0) return true;
   if (env && std::strcmp(env, "blocked") == 0) return false;
   if (g.channels_last) return true;
-  return !inference && g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+  return g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
          g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 &&
          g.pad_right == 0 && g.groups == 1;
 }
