@@ -33,6 +33,8 @@ def info_dict():
         "gpu_devices": gpu_count(),
         "openmp_runtime": b.get("openmp", "?"),
         "threads": runtime.get_num_threads(),
+        "host_pool": ("on, %d bytes cached" % runtime.cache_info()["host_pool_bytes"])
+        if runtime.host_pool_available() else "off (needs Paddle 3.x)",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "(unset)"),
     }
 
