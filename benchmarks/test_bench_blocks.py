@@ -18,6 +18,7 @@ import pytest
 from paddle import nn
 from paddle.vision.models import resnet as vr
 
+from block_timing import time_eval, time_train_step
 from paddle_fastconv.fusion import FusedBasicBlock, FusedBottleneckBlock
 
 BATCH = 8
@@ -72,10 +73,6 @@ def _setup(name, impl, fmt, training):
     return (stock if impl == "stock" else fused), x, _gflop(kind, cin, planes, stride, hw)
 
 
-def _record(benchmark, info, gflop):
-    med = benchmark.stats.stats.median
-    info["images_per_s"] = BATCH / med
-    info["gflops"] = gflop / med
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
@@ -84,9 +81,7 @@ def _record(benchmark, info, gflop):
 def test_block_eval(benchmark, bench_info, block, impl, fmt):
     m, x, gflop = _setup(block, impl, fmt, training=False)
     bench_info.update(layer=block, mode="eval", impl=impl, data_format=fmt, batch=BATCH)
-    with paddle.no_grad():
-        benchmark.pedantic(lambda: m(x), rounds=7, warmup_rounds=2, iterations=1)
-    _record(benchmark, bench_info, gflop)
+    time_eval(benchmark, bench_info, m, x, gflop)
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
@@ -95,14 +90,5 @@ def test_block_eval(benchmark, bench_info, block, impl, fmt):
 def test_block_train_step(benchmark, bench_info, block, impl, fmt):
     """Forward and backward (input and parameter gradients)."""
     m, x, gflop = _setup(block, impl, fmt, training=True)
-    x.stop_gradient = False
-    dy = paddle.randn(m(x).shape)
-
-    def step():
-        m(x).backward(dy)
-        m.clear_gradients()
-        x.clear_gradient()
-
     bench_info.update(layer=block, mode="train", impl=impl, data_format=fmt, batch=BATCH)
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)
-    _record(benchmark, bench_info, 3 * gflop)
+    time_train_step(benchmark, bench_info, m, x, gflop)

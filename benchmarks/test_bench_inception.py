@@ -10,6 +10,7 @@ import paddle
 import pytest
 from paddle.vision.models.googlenet import Inception as VisionInception
 
+from block_timing import time_eval, time_train_step
 from paddle_fastconv.nn import Inception
 
 BATCH = 8
@@ -39,10 +40,6 @@ def _setup(block, impl, fmt, training):
     return (stock if impl == "stock" else fused), x, _gflop(args, hw)
 
 
-def _record(benchmark, info, gflop):
-    med = benchmark.stats.stats.median
-    info["images_per_s"] = BATCH / med
-    info["gflops"] = gflop / med
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
@@ -52,9 +49,7 @@ def test_inception_eval(benchmark, bench_info, block, impl, fmt):
     m, x, gflop = _setup(block, impl, fmt, training=False)
     bench_info.update(layer="inception" + block, mode="eval", impl=impl, data_format=fmt,
                       batch=BATCH)
-    with paddle.no_grad():
-        benchmark.pedantic(lambda: m(x), rounds=7, warmup_rounds=2, iterations=1)
-    _record(benchmark, bench_info, gflop)
+    time_eval(benchmark, bench_info, m, x, gflop)
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
@@ -63,15 +58,6 @@ def test_inception_eval(benchmark, bench_info, block, impl, fmt):
 def test_inception_train_step(benchmark, bench_info, block, impl, fmt):
     """Forward and backward (input and parameter gradients)."""
     m, x, gflop = _setup(block, impl, fmt, training=True)
-    x.stop_gradient = False
-    dy = paddle.randn(m(x).shape)
-
-    def step():
-        m(x).backward(dy)
-        m.clear_gradients()
-        x.clear_gradient()
-
     bench_info.update(layer="inception" + block, mode="train", impl=impl, data_format=fmt,
                       batch=BATCH)
-    benchmark.pedantic(step, rounds=5, warmup_rounds=1, iterations=1)
-    _record(benchmark, bench_info, 3 * gflop)
+    time_train_step(benchmark, bench_info, m, x, gflop)

@@ -196,41 +196,6 @@ def test_fuse_channels_last_resnet(ctor):
         pf.fuse(nn.Sequential(nn.Conv2D(3, 4, 3), nn.BatchNorm2D(4)), channels_last=True)
 
 
-@pytest.mark.parametrize("kind", ["bottleneck", "basic"])
-@pytest.mark.parametrize("stride", [1, 2])
-def test_block_layers_match_stock_blocks(kind, stride):
-    from paddle.vision.models import resnet as vr
-    inplanes, planes = 16, 8
-    expansion = 4 if kind == "bottleneck" else 1
-    stock_cls = vr.BottleneckBlock if kind == "bottleneck" else vr.BasicBlock
-    fused_ctor = pf.nn.BottleneckBlock if kind == "bottleneck" else pf.nn.BasicBlock
-
-    def downsample():
-        if stride == 1 and inplanes == planes * expansion:
-            return None
-        return nn.Sequential(nn.Conv2D(inplanes, planes * expansion, 1, stride=stride,
-                                       bias_attr=False), nn.BatchNorm2D(planes * expansion))
-    stock = stock_cls(inplanes, planes, stride, downsample())
-    fused = fused_ctor(inplanes, planes, stride, downsample())
-    assert sorted(fused.state_dict()) == sorted(stock.state_dict())
-    fused.set_state_dict(stock.state_dict())
-    x = paddle.randn([2, inplanes, 9, 9])
-    xs, xf = x.detach(), x.detach()
-    xs.stop_gradient = xf.stop_gradient = False
-    ys, yf = stock(xs), fused(xf)
-    assert_close(yf, ys, "out", what="train output")
-    ys.sum().backward(), yf.sum().backward()
-    assert_close(xf.grad, xs.grad, "grad", what="dx")
-    for (k, a), (_, b) in zip(sorted(stock.named_parameters()), sorted(fused.named_parameters())):
-        if a.grad is not None:
-            assert_close(b.grad, a.grad, "grad", what=k)
-    for k, v in stock.state_dict().items():
-        assert_close(fused.state_dict()[k], v, "stat", what=k)
-    stock.eval(), fused.eval()
-    with paddle.no_grad():
-        assert_close(fused(x), stock(x), "out", what="eval output")
-
-
 def test_checkpoint_files_interchangeable(tmp_path):
     """paddle.save / paddle.load of model weights: fused -> stock and back."""
     fused = models.resnet18(fused=True, num_classes=10)

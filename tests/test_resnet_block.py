@@ -27,6 +27,7 @@ def _blocks(kind, inplanes, planes, stride, groups=1, base_width=64):
     kw = dict(groups=groups, base_width=base_width) if kind == "bottleneck" else {}
     stock = stock_cls(inplanes, planes, stride, downsample(), **kw)
     fused = fused_ctor(inplanes, planes, stride, downsample(), **kw)
+    assert sorted(fused.state_dict()) == sorted(stock.state_dict())  # same keys
     fused.set_state_dict(stock.state_dict())
     rng = np.random.default_rng(3)
     for layer in stock.sublayers():  # non-trivial BN parameters and statistics

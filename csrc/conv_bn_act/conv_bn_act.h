@@ -61,6 +61,22 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu(
     const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
     const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a);
 
+// The device branch (the CPU or CUDA engine below, by x's device); an
+// unsupported device raises an error naming `op`.
+std::vector<paddle::Tensor> conv_bn_act_forward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const paddle::Tensor& shift,
+    paddle::Tensor& running_mean, paddle::Tensor& running_var,
+    const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a,
+    const char* op);
+std::vector<paddle::Tensor> conv_bn_act_backward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& y, const paddle::Tensor& saved_z,
+    const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
+    const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a,
+    const char* op);
+
 // The convolution parts alone (CPU), for ops that put their own work
 // between them (SyncBatchNorm): z = conv(x, W) + bias, training flavour; and
 // {dx, dW} from dz.

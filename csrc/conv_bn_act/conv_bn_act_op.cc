@@ -9,6 +9,53 @@
 
 namespace fastconv {
 namespace {
+[[noreturn]] void unsupported_device(const char* op, const paddle::Place& p) {
+  PD_THROW(op, ": argument 'x' is on ", p, ", but this build supports CPU",
+#ifdef PADDLE_WITH_CUDA
+           " and GPU",
+#else
+           " only (built without CUDA)",
+#endif
+           " tensors");
+}
+}  // namespace
+
+std::vector<paddle::Tensor> conv_bn_act_forward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const paddle::Tensor& shift,
+    paddle::Tensor& running_mean, paddle::Tensor& running_var,
+    const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a,
+    const char* op) {
+  if (x.is_cpu())
+    return conv_bn_act_forward_cpu(x, w, bias, scale, shift, running_mean,
+                                   running_var, residual, g, a);
+#ifdef PADDLE_WITH_CUDA
+  if (x.is_gpu())
+    return conv_bn_act_forward_cuda(x, w, bias, scale, shift, running_mean,
+                                    running_var, residual, g, a);
+#endif
+  unsupported_device(op, x.place());
+}
+
+std::vector<paddle::Tensor> conv_bn_act_backward(
+    const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
+    const paddle::Tensor& scale, const OptTensor& residual,
+    const paddle::Tensor& y, const paddle::Tensor& saved_z,
+    const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
+    const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a,
+    const char* op) {
+  if (x.is_cpu())
+    return conv_bn_act_backward_cpu(x, w, bias, scale, residual, y, saved_z,
+                                    saved_mean, saved_invstd, dy, g, a);
+#ifdef PADDLE_WITH_CUDA
+  if (x.is_gpu())
+    return conv_bn_act_backward_cuda(x, w, bias, scale, residual, y, saved_z,
+                                     saved_mean, saved_invstd, dy, g, a);
+#endif
+  unsupported_device(op, x.place());
+}
+
+namespace {
 
 ConvBnActAttrs make_attrs(const std::vector<int>& strides,
                           const std::vector<int>& paddings,
@@ -98,22 +145,8 @@ std::vector<paddle::Tensor> ConvBnActForward(
   const OptTensor residual = present(residual_in, 4);
   ConvGeometry g = check_inputs(x, w, bias, scale, shift, running_mean,
                                 running_var, residual, a);
-  if (x.is_cpu())
-    return conv_bn_act_forward_cpu(x, w, bias, scale, shift, running_mean,
-                                   running_var, residual, g, a);
-#ifdef PADDLE_WITH_CUDA
-  if (x.is_gpu())
-    return conv_bn_act_forward_cuda(x, w, bias, scale, shift, running_mean,
-                                    running_var, residual, g, a);
-#endif
-  PD_THROW(kConvBnActOp, ": argument 'x' is on ", x.place(),
-           ", but this build supports CPU",
-#ifdef PADDLE_WITH_CUDA
-           " and GPU",
-#else
-           " only (built without CUDA)",
-#endif
-           " tensors");
+  return conv_bn_act_forward(x, w, bias, scale, shift, running_mean,
+                             running_var, residual, g, a, kConvBnActOp);
 }
 
 std::vector<paddle::Tensor> ConvBnActBackward(
@@ -136,17 +169,9 @@ std::vector<paddle::Tensor> ConvBnActBackward(
   FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(),
                kConvBnActOp, "grad_y", "must match y (shape ",
                shape_str(g.out_shape()), "), got ", shape_str(dy.shape()));
-  std::vector<paddle::Tensor> grads;
-  if (x.is_cpu())
-    grads = conv_bn_act_backward_cpu(x, w, bias, scale, residual, y, saved_z,
-                                     saved_mean, saved_invstd, dy, g, a);
-#ifdef PADDLE_WITH_CUDA
-  else if (x.is_gpu())
-    grads = conv_bn_act_backward_cuda(x, w, bias, scale, residual, y, saved_z,
-                                      saved_mean, saved_invstd, dy, g, a);
-#endif
-  else
-    PD_THROW(kConvBnActOp, "_grad: unsupported device ", x.place());
+  std::vector<paddle::Tensor> grads =
+      conv_bn_act_backward(x, w, bias, scale, residual, y, saved_z, saved_mean,
+                           saved_invstd, dy, g, a, kConvBnActOp);
   // Gradients of absent inputs: zeros shaped like their placeholders.
   if (!bias)
     grads[2] = paddle::full(bias_in.shape(), 0, bias_in.dtype(), x.place());

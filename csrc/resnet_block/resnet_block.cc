@@ -61,22 +61,8 @@ std::vector<Tensor> stage_forward(const Tensor& in, const Tensor& w,
                                   const OptTensor& residual,
                                   const ConvGeometry& g,
                                   const ConvBnActAttrs& a) {
-  if (in.is_cpu())
-    return conv_bn_act_forward_cpu(in, w, paddle::none, scale, shift, mean,
-                                   var, residual, g, a);
-#ifdef PADDLE_WITH_CUDA
-  if (in.is_gpu())
-    return conv_bn_act_forward_cuda(in, w, paddle::none, scale, shift, mean,
-                                    var, residual, g, a);
-#endif
-  PD_THROW(kResnetBlockOp, ": argument 'x' is on ", in.place(),
-           ", but this build supports CPU",
-#ifdef PADDLE_WITH_CUDA
-           " and GPU",
-#else
-           " only (built without CUDA)",
-#endif
-           " tensors");
+  return conv_bn_act_forward(in, w, paddle::none, scale, shift, mean, var,
+                             residual, g, a, kResnetBlockOp);
 }
 
 std::vector<Tensor> stage_backward(const Tensor& in, const Tensor& w,
@@ -86,15 +72,8 @@ std::vector<Tensor> stage_backward(const Tensor& in, const Tensor& w,
                                    const Tensor& invstd, const Tensor& dy,
                                    const ConvGeometry& g,
                                    const ConvBnActAttrs& a) {
-  if (in.is_cpu())
-    return conv_bn_act_backward_cpu(in, w, paddle::none, scale, residual, y, z,
-                                    mean, invstd, dy, g, a);
-#ifdef PADDLE_WITH_CUDA
-  if (in.is_gpu())
-    return conv_bn_act_backward_cuda(in, w, paddle::none, scale, residual, y,
-                                     z, mean, invstd, dy, g, a);
-#endif
-  PD_THROW(kResnetBlockOp, "_grad: unsupported device ", in.place());
+  return conv_bn_act_backward(in, w, paddle::none, scale, residual, y, z,
+                              mean, invstd, dy, g, a, kResnetBlockOp);
 }
 
 // a += b (same shape and dtype).
