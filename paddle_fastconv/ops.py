@@ -93,6 +93,14 @@ def _autocast(x, weight, bias, residual):
     return cast(x), cast(weight), cast(bias), cast(residual)
 
 
+def _needs_grad(x):
+    """Whether backward must compute x's gradient: not for an input that
+    stops gradients (the images under a network's first convolution), whose
+    backward-data pass is then skipped (the stem's 7x7 convolution over 3
+    channels spent about half its backward there)."""
+    return not bool(x.stop_gradient)
+
+
 def _out_size(size, k, stride, dilation, pad_lo, pad_hi):
     span = size + pad_lo + pad_hi - (dilation * (k - 1) + 1)
     return span // stride + 1 if span >= 0 else 0
@@ -233,7 +241,7 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
             _track_folded(weight)
     outs = OPS[_OP](x, weight, bias, bn_weight, bn_bias, running_mean, running_var,
                     residual, strides, pads, dilations, int(groups), data_format,
-                    act, bool(training), float(momentum), float(epsilon))
+                    act, bool(training), float(momentum), float(epsilon), _needs_grad(x))
     return outs[0]
 
 
@@ -254,7 +262,8 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     spatial = shape[2:4] if data_format == "NCHW" else shape[1:3]
     pads = _args.paddings(padding, op, data_format, kernel=list(weight.shape[2:4]),
                           stride=strides, dilation=dilations, spatial=spatial)
-    return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format)
+    return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format,
+                   _needs_grad(x))
 
 
 @paddle.jit.not_to_static

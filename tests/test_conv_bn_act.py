@@ -6,6 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
+import paddle_fastconv as pf
+
 from helpers import input_shape, leaf, make_pair, stock_forward
 from tolerances import assert_close
 
@@ -215,3 +217,42 @@ def test_gpu_low_precision_vs_fp32_stock(dtype, fmt, training):
     assert_close(x_low.grad, x_ref.grad, "grad", dtype=dtype, what="dx")
     assert_close(fused.bn.weight.grad, bn.weight.grad, "grad", dtype=dtype, what="dgamma")
     assert_close(fused.bn._mean, bn._mean, "stat", dtype=dtype, what="running_mean")
+
+
+@pytest.mark.parametrize("kind", ["conv_bn_act", "onednn_conv2d"])
+def test_input_without_gradient_skips_dx_and_keeps_weight_grads(kind):
+    """An input that stops gradients (the images under a network's first
+    convolution) gets no backward-data pass; the weight (and BN) gradients
+    still match stock, and an input that needs its gradient still gets it."""
+    from paddle_fastconv.ops import onednn_conv2d
+    if kind == "onednn_conv2d" and not pf.onednn_available():
+        pytest.skip("needs the oneDNN engine")
+    paddle.seed(3)
+    conv = paddle.nn.Conv2D(3, 8, 7, stride=2, padding=3, bias_attr=False)
+    bn = paddle.nn.BatchNorm2D(8)
+    fused_conv = paddle.nn.Conv2D(3, 8, 7, stride=2, padding=3, bias_attr=False)
+    fused_bn = paddle.nn.BatchNorm2D(8)
+    fused_conv.set_state_dict(conv.state_dict())
+    fused = pf.ConvBNReLU.from_layers(fused_conv, fused_bn)
+    for needs_dx in (False, True):
+        x = paddle.randn([2, 3, 17, 15])
+        xs, xf = x.detach(), x.detach()
+        xs.stop_gradient = xf.stop_gradient = not needs_dx
+        if kind == "conv_bn_act":
+            ys, yf = paddle.nn.functional.relu(bn(conv(xs))), fused(xf)
+            wf = fused_conv.weight
+        else:
+            ys, yf = conv(xs), onednn_conv2d(xf, fused_conv.weight, stride=2, padding=3)
+            wf = fused_conv.weight
+        dy = paddle.randn(ys.shape)
+        ys.backward(dy), yf.backward(dy)
+        assert_close(wf.grad, conv.weight.grad, "grad", what="dW")
+        if kind == "conv_bn_act":
+            assert_close(fused_bn.weight.grad, bn.weight.grad, "grad", what="dgamma")
+        if needs_dx:
+            assert_close(xf.grad, xs.grad, "grad", what="dx")
+        else:
+            assert xf.grad is None
+        for p in (conv.weight, fused_conv.weight, bn.weight, bn.bias, fused_bn.weight,
+                  fused_bn.bias):
+            p.clear_gradient()

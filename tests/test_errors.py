@@ -143,7 +143,7 @@ def test_cpp_checks_without_python_validation(case):
     with pytest.raises(Exception, match="fastconv_conv_bn_act: argument"):
         OPS["fastconv_conv_bn_act"](x, w, paddle.zeros([1, 1]), *p, paddle.zeros([1]),
                                     attrs["strides"], attrs["pads"], attrs["dil"], 1,
-                                    attrs["fmt"], attrs["act"], True, 0.9, 1e-5)
+                                    attrs["fmt"], attrs["act"], True, 0.9, 1e-5, True)
     fused, conv, bn = make_pair(4, 8, 3, 1, 1)
     xx = paddle.randn([2, 4, 6, 6])
     assert_close(fused(xx), stock_forward(conv, bn, "relu", xx), "out")

@@ -86,4 +86,4 @@ def test_cpp_check_refuses_2_31_elements_without_python_validation():
     with pytest.raises(Exception, match="fewer than 2\\^31 elements"):
         OPS["fastconv_conv_bn_act"](x, w, paddle.zeros([1, 1]), *p, paddle.zeros([1]),
                                     [1, 1], [0, 0, 0, 0], [1, 1], 1, "NHWC", "relu",
-                                    False, 0.9, 1e-5)
+                                    False, 0.9, 1e-5, True)

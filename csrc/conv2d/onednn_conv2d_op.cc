@@ -27,7 +27,8 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
                                          const std::vector<int>& paddings,
                                          const std::vector<int>& dilations,
                                          int groups,
-                                         const std::string& data_format) {
+                                         const std::string& data_format,
+                                         bool need_dx) {
   FC_CHECK_ARG(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32 &&
                    w.dtype() == paddle::DataType::FLOAT32,
                kOp, "x", "must be a float32 CPU tensor (as must weight)");
@@ -60,7 +61,7 @@ std::vector<paddle::Tensor> OnednnConv2dBackward(
     const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& dy,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
-    const std::string& data_format) {
+    const std::string& data_format, bool need_dx) {
   ConvGeometry g = make_conv_geometry(x.shape(), w.shape(), strides, paddings,
                                       dilations, groups, data_format, kOp);
   FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(), kOp,
@@ -69,12 +70,16 @@ std::vector<paddle::Tensor> OnednnConv2dBackward(
 #ifdef FASTCONV_WITH_ONEDNN
   return run_guarded<dnnl::error>(kOp, "the backward of geometry " + g.key(), [&] {
     onednn::ScratchScope scope;
-    paddle::Tensor dx = host_empty(x.shape(), x.dtype(), x.place());
+    // need_dx = false (the input needs no gradient, e.g. the images under
+    // a network's first convolution): no backward-data pass, a zero dX.
+    paddle::Tensor dx = need_dx
+                            ? host_empty(x.shape(), x.dtype(), x.place())
+                            : paddle::full(x.shape(), 0, x.dtype(), x.place());
     paddle::Tensor dw = host_empty(w.shape(), w.dtype(), w.place());
     dnnl::stream s = onednn::make_stream();
     onednn::ConvBackwardPlan::get(g, false)->execute(
-        x.data<float>(), w.data<float>(), dy.data<float>(), dx.data<float>(),
-        dw.data<float>(), nullptr, s);
+        x.data<float>(), w.data<float>(), dy.data<float>(),
+        need_dx ? dx.data<float>() : nullptr, dw.data<float>(), nullptr, s);
     return std::vector<paddle::Tensor>{dx, dw};
   });
 #else
@@ -86,7 +91,7 @@ std::vector<std::vector<int64_t>> OnednnConv2dShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
-    const std::string& data_format) {
+    const std::string& data_format, bool need_dx) {
   const bool nhwc = data_format == "NHWC";
   const int64_t H = nhwc ? x[1] : x[2], W = nhwc ? x[2] : x[3];
   std::vector<int> p = paddings;
@@ -121,7 +126,8 @@ std::vector<paddle::DataType> OnednnConv2dGradDtype(
 
 #define FC_CONV2D_ATTRS                                                    \
   {"strides: std::vector<int>", "paddings: std::vector<int>",              \
-   "dilations: std::vector<int>", "groups: int", "data_format: std::string"}
+   "dilations: std::vector<int>", "groups: int", "data_format: std::string", \
+   "need_dx: bool"}
 
 PD_BUILD_OP(fastconv_onednn_conv2d)
     .Inputs({"X", "Filter"})

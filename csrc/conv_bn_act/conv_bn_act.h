@@ -29,6 +29,10 @@ struct ConvBnActAttrs {
   bool training = true;
   float momentum = 0.9f;
   float epsilon = 1e-5f;
+  // false when x needs no gradient (the images under a network's first
+  // convolution): backward skips the backward-data pass and returns a zero
+  // dX (CPU oneDNN engine; the other engines compute it anyway).
+  bool need_dx = true;
   bool relu() const { return act == "relu"; }
 };
 

@@ -303,13 +303,15 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cpu_impl(
                       : paddle::full({O}, 0, x.dtype(), place);
 #ifdef FASTCONV_WITH_ONEDNN
   if (use_onednn()) {
-    paddle::Tensor dx = host_empty(x.shape(), x.dtype(), place);
+    paddle::Tensor dx = a.need_dx
+                            ? host_empty(x.shape(), x.dtype(), place)
+                            : paddle::full(x.shape(), 0, x.dtype(), place);
     paddle::Tensor dw = host_empty(w.shape(), w.dtype(), place);
     dnnl::stream s = onednn::make_stream();
     auto plan = onednn::ConvBackwardPlan::get(g, bias_grad);
     timer.mark("alloc dx dw");
     plan->execute(x.data<float>(), w.data<float>(), dz,
-                  dx.data<float>(), dw.data<float>(),
+                  a.need_dx ? dx.data<float>() : nullptr, dw.data<float>(),
                   bias_grad ? dbias.data<float>() : nullptr, s);
     timer.mark("conv backward");
     return {dx, dw, dbias, dscale, dshift, dres};

@@ -62,13 +62,15 @@ ConvBnActAttrs make_attrs(const std::vector<int>& strides,
                           const std::vector<int>& dilations, int groups,
                           const std::string& data_format,
                           const std::string& act, bool training,
-                          float momentum, float epsilon) {
+                          float momentum, float epsilon, bool need_dx) {
   FC_CHECK_ARG(act == "relu" || act == "none", kConvBnActOp, "act",
                "must be 'relu' or 'none', got '", act, "'");
   FC_CHECK_ARG(epsilon >= 0.f, kConvBnActOp, "epsilon",
                "must be non-negative, got ", epsilon);
-  return {strides, paddings, dilations, groups, data_format,
-          act,     training, momentum,  epsilon};
+  ConvBnActAttrs a{strides, paddings, dilations, groups, data_format,
+                   act,     training, momentum,  epsilon};
+  a.need_dx = need_dx;
+  return a;
 }
 
 bool is_float_type(paddle::DataType t) {
@@ -138,9 +140,10 @@ std::vector<paddle::Tensor> ConvBnActForward(
     const std::vector<int>& strides,
     const std::vector<int>& paddings, const std::vector<int>& dilations,
     int groups, const std::string& data_format, const std::string& act,
-    bool training, float momentum, float epsilon) {
+    bool training, float momentum, float epsilon, bool need_dx) {
   ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
-                                data_format, act, training, momentum, epsilon);
+                                data_format, act, training, momentum, epsilon,
+                                need_dx);
   const OptTensor bias = present(bias_in, 1);
   const OptTensor residual = present(residual_in, 4);
   ConvGeometry g = check_inputs(x, w, bias, scale, shift, running_mean,
@@ -158,9 +161,10 @@ std::vector<paddle::Tensor> ConvBnActBackward(
     const paddle::Tensor& dy, const std::vector<int>& strides,
     const std::vector<int>& paddings, const std::vector<int>& dilations,
     int groups, const std::string& data_format, const std::string& act,
-    bool training, float momentum, float epsilon) {
+    bool training, float momentum, float epsilon, bool need_dx) {
   ConvBnActAttrs a = make_attrs(strides, paddings, dilations, groups,
-                                data_format, act, training, momentum, epsilon);
+                                data_format, act, training, momentum, epsilon,
+                                need_dx);
   const OptTensor bias = present(bias_in, 1);
   const OptTensor residual = present(residual_in, 4);
   ConvGeometry g =
@@ -192,7 +196,7 @@ std::vector<std::vector<int64_t>> ConvBnActInferShape(
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
     const std::string& data_format, const std::string& act, bool training,
-    float momentum, float epsilon) {
+    float momentum, float epsilon, bool need_dx) {
   FC_CHECK_ARG(x.size() == 4 && w.size() == 4, kConvBnActOp, "x",
                "and weight must be 4-D, got ", shape_str(x), " and ",
                shape_str(w));
@@ -252,7 +256,8 @@ std::vector<paddle::DataType> ConvBnActGradInferDtype(
 #define FC_CONV_BN_ACT_ATTRS                                             \
   {"strides: std::vector<int>", "paddings: std::vector<int>",            \
    "dilations: std::vector<int>", "groups: int", "data_format: std::string", \
-   "act: std::string", "training: bool", "momentum: float", "epsilon: float"}
+   "act: std::string", "training: bool", "momentum: float", "epsilon: float", \
+   "need_dx: bool"}
 
 PD_BUILD_OP(fastconv_conv_bn_act)
     .Inputs({"X", "Filter", "Bias", "Scale", "Shift", "RunningMean",
