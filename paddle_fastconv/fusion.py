@@ -15,11 +15,11 @@ What is fused:
   `nn.Sequential`.
 Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 """
-import paddle
 from paddle import nn
 
 from .ops import BlockConv, float32_on_cpu, max_pool2d, resnet_block
 
+from .nn import _conv_padding, bn_affine
 from .nn import conv_bn_from_layers as _apply
 from .nn import inception_from_layers
 
@@ -79,15 +79,10 @@ def _block_conv(conv, bn):
     if not _bn_ok(conv, bn) or conv.bias is not None or isinstance(bn, nn.SyncBatchNorm) \
             or bn._use_global_stats or conv._padding_algorithm == "SAME":
         return None
-    weight, bias = bn.weight, bn.bias
-    if weight is None:  # BatchNorm2D(weight_attr=False): fixed scale 1
-        weight = paddle.ones([bn._num_features], "float32")
-    if bias is None:
-        bias = paddle.zeros([bn._num_features], "float32")
+    weight, bias = bn_affine(bn)
     return BlockConv(conv.weight, weight, bias, bn._mean, bn._variance, stride=conv._stride,
-                     padding=conv._updated_padding if conv._padding_algorithm == "EXPLICIT"
-                     else 0, dilation=conv._dilation, groups=conv._groups,
-                     momentum=bn._momentum, epsilon=bn._epsilon)
+                     padding=_conv_padding(conv), dilation=conv._dilation,
+                     groups=conv._groups, momentum=bn._momentum, epsilon=bn._epsilon)
 
 
 class FusedBottleneckBlock(nn.Layer):

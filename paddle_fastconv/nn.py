@@ -16,6 +16,17 @@ def _conv_padding(conv):
     return conv._updated_padding
 
 
+def bn_affine(bn):
+    """A stock BatchNorm's scale and shift; one built without them
+    (weight_attr/bias_attr=False) has a fixed scale 1 and shift 0."""
+    weight, bias = bn.weight, bn.bias
+    if weight is None:
+        weight = paddle.ones([bn._num_features], "float32")
+    if bias is None:
+        bias = paddle.zeros([bn._num_features], "float32")
+    return weight, bias
+
+
 def conv_bn_from_layers(conv, bn, x, act, residual=None, training=True, data_format=None):
     """The fused op with a stock Conv2D's and BatchNorm2D's parameters.
 
@@ -23,11 +34,7 @@ def conv_bn_from_layers(conv, bn, x, act, residual=None, training=True, data_for
     affine parameters. `data_format` overrides the layers' own layout
     (fuse(..., channels_last=True) runs NCHW-built layers on NHWC
     activations: Paddle's filters are [O, C/g, KH, KW] for either layout)."""
-    weight, bias = bn.weight, bn.bias
-    if weight is None:  # BatchNorm2D(weight_attr=False): fixed scale 1
-        weight = paddle.ones([bn._num_features], "float32")
-    if bias is None:
-        bias = paddle.zeros([bn._num_features], "float32")
+    weight, bias = bn_affine(bn)
     return conv_bn_act(x, conv.weight, weight, bias, bn._mean, bn._variance,
                        bias=conv.bias, residual=residual, stride=conv._stride,
                        padding=_conv_padding(conv), dilation=conv._dilation,

@@ -78,19 +78,20 @@ def _autocast_dtype():
     return str(getattr(tracer, "_amp_dtype", "float16")).replace("paddle.", "")
 
 
-def _autocast(x, weight, bias, residual):
-    """Under auto_cast on GPU: the convolution operands in the autocast dtype
-    (as stock conv2d gets them); BN parameters and statistics stay fp32, as
-    stock batch_norm keeps them."""
+def _autocast(x, *operands):
+    """Under auto_cast on GPU: x and the other convolution operands (weight,
+    bias, residual; None passes through) in the autocast dtype, as stock
+    conv2d gets them; BN parameters and statistics stay fp32, as stock
+    batch_norm keeps them. Returns (x, *operands)."""
     dtype = _autocast_dtype()
     if dtype not in ("float16", "bfloat16") or x.place.is_cpu_place():
-        return x, weight, bias, residual
+        return (x,) + operands
 
     def cast(t):
         if isinstance(t, paddle.Tensor) and t.dtype == paddle.float32:
             return t.astype(dtype)
         return t
-    return cast(x), cast(weight), cast(bias), cast(residual)
+    return tuple(cast(t) for t in (x,) + operands)
 
 
 def _needs_grad(x):
@@ -393,6 +394,8 @@ def _block_slot(stage, slot, x, data_format, op):
                         % (op, slot, type(stage).__name__))
     w = stage.weight
     _args.check_tensor(w, "%s.weight" % slot, op, ndim=4)
+    if paddle.in_dynamic_mode():
+        w = _autocast(x, w)[1]
     if w.dtype != x.dtype:
         raise TypeError("%s: argument '%s.weight' dtype %s differs from x dtype %s"
                         % (op, slot, w.dtype, x.dtype))
@@ -467,12 +470,7 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW"):
     if _known(x.shape[0]) and x.shape[0] == 0:
         raise ValueError("%s: argument 'x' has an empty batch (shape %s)" % (op, list(x.shape)))
     if paddle.in_dynamic_mode():
-        dtype = _autocast_dtype()
-        if dtype in ("float16", "bfloat16") and not x.place.is_cpu_place() and \
-                x.dtype == paddle.float32:
-            x = x.astype(dtype)
-            convs = [_cast_stage(c, dtype) for c in convs]
-            downsample = None if downsample is None else _cast_stage(downsample, dtype)
+        x = _autocast(x)[0]
     stages = list(convs) + [None] * (3 - len(convs)) + [downsample]
     slots = []
     for slot, stage in zip(BLOCK_SLOTS, stages):
@@ -491,8 +489,9 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW"):
         else:
             slots.append(_block_slot(stage, slot, x, data_format, op))
     if paddle.in_dynamic_mode() and not training and x.place.is_cpu_place():
-        for s in slots:
-            _track_folded(s[0])
+        for s, stage in zip(slots, stages):
+            if stage is not None:
+                _track_folded(s[0])
     col = list(zip(*slots))
     flat = lambda vals: [int(v) for vs in vals for v in vs]  # noqa: E731
     outs = OPS[op](x, *col[0], *col[1], *col[2], list(col[3]), list(col[4]),
@@ -500,14 +499,3 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW"):
                    flat(col[7]), list(col[8]), list(col[9]), list(col[10]))
     return outs[0]
 
-
-def _cast_stage(stage, dtype):
-    """Under GPU auto_cast: the convolution weight in the autocast dtype (BN
-    parameters and statistics stay fp32, as stock batch_norm keeps them)."""
-    if stage is None or not isinstance(stage, BlockConv) or \
-            stage.weight.dtype != paddle.float32:
-        return stage
-    c = BlockConv(stage.weight.astype(dtype), stage.bn_weight, stage.bn_bias,
-                  stage.running_mean, stage.running_var, stage.stride, stage.padding,
-                  stage.dilation, stage.groups, stage.momentum, stage.epsilon)
-    return c

@@ -80,6 +80,25 @@ ConvGeometry make_conv_geometry(const std::vector<int64_t>& x_shape,
   return g;
 }
 
+std::vector<int64_t> infer_conv_out_shape(const std::vector<int64_t>& x,
+                                          const std::vector<int64_t>& w,
+                                          const std::vector<int>& strides,
+                                          const std::vector<int>& paddings,
+                                          const std::vector<int>& dilations,
+                                          bool nhwc) {
+  const std::vector<int> p =
+      paddings.size() == 2
+          ? std::vector<int>{paddings[0], paddings[0], paddings[1], paddings[1]}
+          : paddings;
+  const int64_t H = nhwc ? x[1] : x[2], W = nhwc ? x[2] : x[3];
+  const int64_t OH =
+      H < 0 ? -1 : conv_out_size(H, w[2], strides[0], dilations[0], p[0], p[1]);
+  const int64_t OW =
+      W < 0 ? -1 : conv_out_size(W, w[3], strides[1], dilations[1], p[2], p[3]);
+  return nhwc ? std::vector<int64_t>{x[0], OH, OW, w[0]}
+              : std::vector<int64_t>{x[0], w[0], OH, OW};
+}
+
 void check_cpu_conv_sizes(const ConvGeometry& g, const char* op) {
   constexpr int64_t kMax = int64_t{1} << 31;
   FC_CHECK_ARG(g.in_numel() < kMax && g.out_numel() < kMax, op, "x",

@@ -60,6 +60,15 @@ ConvGeometry make_conv_geometry(const std::vector<int64_t>& x_shape,
                                 const std::string& data_format,
                                 const char* op_name);
 
+// Output shape for static-graph shape inference, where x's sizes may be -1
+// (unknown; they stay -1). paddings: 2 (symmetric) or 4 values; x and w 4-D.
+std::vector<int64_t> infer_conv_out_shape(const std::vector<int64_t>& x,
+                                          const std::vector<int64_t>& w,
+                                          const std::vector<int>& strides,
+                                          const std::vector<int>& paddings,
+                                          const std::vector<int>& dilations,
+                                          bool nhwc);
+
 // oneDNN's CPU convolution kernels (and Paddle's) crash on tensors of 2^31
 // or more elements; our own kernels index with 64 bits. Every CPU
 // convolution checks its geometry here first (throws, naming `op`).

@@ -15,26 +15,28 @@ namespace {
 
 class HostPool {
  public:
+  // A cached block of at least `bytes` (and at most 4/3 of it), else a new
+  // one; *block_bytes is the block's real size (give() needs it back).
   void* take(size_t bytes, size_t* block_bytes) {
+    void* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = free_.lower_bound(bytes);
       if (it != free_.end() && it->first / 4 * 3 <= bytes) {
-        *block_bytes = it->first;
-        void* p = it->second;
-        cached_ -= it->first;
-        live_ += it->first;
-        peak_ = std::max(peak_, live_);
+        bytes = it->first;
+        p = it->second;
+        cached_ -= bytes;
         free_.erase(it);
-        return p;
       }
     }
-    *block_bytes = bytes;
-    void* p = std::aligned_alloc(64, bytes);
-    if (!p) throw std::bad_alloc();
+    if (!p) {
+      p = std::aligned_alloc(64, bytes);
+      if (!p) throw std::bad_alloc();
+    }
     std::lock_guard<std::mutex> lock(mu_);
     live_ += bytes;
     peak_ = std::max(peak_, live_);
+    *block_bytes = bytes;
     return p;
   }
 
@@ -109,22 +111,6 @@ HostPool& pool() {
   return *p;
 }
 
-size_t element_size(paddle::DataType t) {
-  switch (t) {
-    case paddle::DataType::FLOAT64:
-    case paddle::DataType::INT64:
-      return 8;
-    case paddle::DataType::FLOAT16:
-    case paddle::DataType::BFLOAT16:
-      return 2;
-    case paddle::DataType::FLOAT32:
-    case paddle::DataType::INT32:
-      return 4;
-    default:
-      return 0;  // not pooled
-  }
-}
-
 }  // namespace
 
 bool host_pool_available() {
@@ -165,7 +151,7 @@ paddle::Tensor host_empty(const std::vector<int64_t>& shape,
                           paddle::DataType dtype, const paddle::Place& place) {
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
-  const size_t bytes = static_cast<size_t>(n) * element_size(dtype);
+  const size_t bytes = static_cast<size_t>(n) * phi::SizeOf(dtype);
   if (place.GetType() != phi::AllocationType::CPU || bytes < kMinPooledBytes ||
       pool().capacity() == 0 || !host_pool_available())
     return paddle::empty(shape, dtype, place);

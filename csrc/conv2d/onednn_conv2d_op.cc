@@ -92,16 +92,8 @@ std::vector<std::vector<int64_t>> OnednnConv2dShape(
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
     const std::string& data_format, bool need_dx) {
-  const bool nhwc = data_format == "NHWC";
-  const int64_t H = nhwc ? x[1] : x[2], W = nhwc ? x[2] : x[3];
-  std::vector<int> p = paddings;
-  if (p.size() == 2) p = {p[0], p[0], p[1], p[1]};
-  const int64_t OH =
-      H < 0 ? -1 : conv_out_size(H, w[2], strides[0], dilations[0], p[0], p[1]);
-  const int64_t OW =
-      W < 0 ? -1 : conv_out_size(W, w[3], strides[1], dilations[1], p[2], p[3]);
-  return {nhwc ? std::vector<int64_t>{x[0], OH, OW, w[0]}
-               : std::vector<int64_t>{x[0], w[0], OH, OW}};
+  return {infer_conv_out_shape(x, w, strides, paddings, dilations,
+                               data_format == "NHWC")};
 }
 
 std::vector<std::vector<int64_t>> OnednnConv2dGradShape(

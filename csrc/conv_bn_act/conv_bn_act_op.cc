@@ -200,23 +200,13 @@ std::vector<std::vector<int64_t>> ConvBnActInferShape(
   FC_CHECK_ARG(x.size() == 4 && w.size() == 4, kConvBnActOp, "x",
                "and weight must be 4-D, got ", shape_str(x), " and ",
                shape_str(w));
-  const bool nhwc = data_format == "NHWC";
-  // Static graphs may carry -1 for the batch (and spatial) sizes: keep them.
-  std::vector<int64_t> y(4);
-  const int64_t H = nhwc ? x[1] : x[2], W = nhwc ? x[2] : x[3];
-  std::vector<int> p = paddings;
-  if (p.size() == 2) p = {p[0], p[0], p[1], p[1]};
-  FC_CHECK_ARG(p.size() == 4 && strides.size() == 2 && dilations.size() == 2,
+  FC_CHECK_ARG((paddings.size() == 2 || paddings.size() == 4) &&
+                   strides.size() == 2 && dilations.size() == 2,
                kConvBnActOp, "padding",
                "stride/dilation must have 2 values and padding 2 or 4");
-  const int64_t OH = H < 0 ? -1
-                           : conv_out_size(H, w[2], strides[0], dilations[0],
-                                           p[0], p[1]);
-  const int64_t OW = W < 0 ? -1
-                           : conv_out_size(W, w[3], strides[1], dilations[1],
-                                           p[2], p[3]);
-  y = nhwc ? std::vector<int64_t>{x[0], OH, OW, w[0]}
-           : std::vector<int64_t>{x[0], w[0], OH, OW};
+  // Static graphs may carry -1 for the batch (and spatial) sizes: kept.
+  const std::vector<int64_t> y = infer_conv_out_shape(
+      x, w, strides, paddings, dilations, data_format == "NHWC");
   // eval keeps no z: a 1-element placeholder (Paddle 2.6 rejects 0-element
   // outputs)
   std::vector<int64_t> z = training ? y : std::vector<int64_t>{1};

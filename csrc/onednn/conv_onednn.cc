@@ -29,7 +29,7 @@ LruCache<const ConvBackwardPlan>& bwd_cache() {
 }
 
 // Whether activations are handed to oneDNN in their plain layout (see header).
-bool use_plain_activations(const ConvGeometry& g, bool inference) {
+bool use_plain_activations(const ConvGeometry& g) {
   static const char* env = std::getenv("PADDLE_FASTCONV_CONV_LAYOUT");
   if (env && std::strcmp(env, "plain") == 0) return true;
   if (env && std::strcmp(env, "blocked") == 0) return false;
@@ -44,7 +44,7 @@ struct Descs {
   memory::dims strides, dilates, pad_l, pad_r;
 };
 
-Descs make_descs(const ConvGeometry& g, bool with_bias, bool inference) {
+Descs make_descs(const ConvGeometry& g, bool with_bias) {
   Descs d;
   const tag act_tag = g.channels_last ? tag::nhwc : tag::nchw;
   const memory::dims src_dims = {g.N, g.C, g.H, g.W};
@@ -61,7 +61,7 @@ Descs make_descs(const ConvGeometry& g, bool with_bias, bool inference) {
   d.src_plain = memory::desc(src_dims, dt::f32, act_tag);
   d.dst_plain = memory::desc(dst_dims, dt::f32, act_tag);
   d.wei_plain = memory::desc(wei_dims, dt::f32, wei_tag);
-  const bool plain = use_plain_activations(g, inference);
+  const bool plain = use_plain_activations(g);
   d.src = plain ? d.src_plain : memory::desc(src_dims, dt::f32, tag::any);
   d.dst = plain ? d.dst_plain : memory::desc(dst_dims, dt::f32, tag::any);
   d.wei = memory::desc(wei_dims, dt::f32, tag::any);
@@ -115,7 +115,7 @@ void run_reorder(const dnnl::reorder& r, const memory& from, const memory& to,
 
 ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
     : g_(g), o_(o) {
-  Descs d = make_descs(g, o.with_bias, o.inference);
+  Descs d = make_descs(g, o.with_bias);
   user_src_ = d.src_plain;
   user_dst_ = d.dst_plain;
   user_wei_ = d.wei_plain;
@@ -223,7 +223,7 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
 
 ConvBackwardPlan::ConvBackwardPlan(const ConvGeometry& g, bool with_bias)
     : g_(g), with_bias_(with_bias) {
-  Descs d = make_descs(g, with_bias, /*inference=*/false);
+  Descs d = make_descs(g, with_bias);
   user_src_ = d.src_plain;
   user_dst_ = d.dst_plain;
   user_wei_ = d.wei_plain;

@@ -150,18 +150,11 @@ std::vector<std::vector<int64_t>> infer_block_shapes(
     const ResnetBlockAttrs& a) {
   const char* op = kResnetBlockOp;
   FC_CHECK_ARG(x.size() == 4, op, "x", "must be 4-D, got ", shape_str(x));
-  const bool nhwc = a.data_format == "NHWC";
   // Sizes may be -1 (unknown) in static graphs: they stay -1.
   auto out_of = [&](const std::vector<int64_t>& in, int s) {
-    const std::vector<int> st = a.slot_strides(s), p = a.slot_paddings(s),
-                           d = a.slot_dilations(s);
-    const int64_t H = nhwc ? in[1] : in[2], W = nhwc ? in[2] : in[3];
-    const int64_t OH =
-        H < 0 ? -1 : conv_out_size(H, w[s][2], st[0], d[0], p[0], p[1]);
-    const int64_t OW =
-        W < 0 ? -1 : conv_out_size(W, w[s][3], st[1], d[1], p[2], p[3]);
-    return nhwc ? std::vector<int64_t>{in[0], OH, OW, w[s][0]}
-                : std::vector<int64_t>{in[0], w[s][0], OH, OW};
+    return infer_conv_out_shape(in, w[s], a.slot_strides(s),
+                                a.slot_paddings(s), a.slot_dilations(s),
+                                a.data_format == "NHWC");
   };
   std::array<std::vector<int64_t>, kBlockSlots> outs;
   std::vector<int64_t> in = x;

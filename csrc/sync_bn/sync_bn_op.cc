@@ -140,26 +140,13 @@ std::vector<paddle::Tensor> ConvGrad(
                                with_residual, g, a);
 }
 
-std::vector<int64_t> conv_out(const std::vector<int64_t>& x,
-                              const std::vector<int64_t>& w,
-                              const std::vector<int>& s,
-                              const std::vector<int>& p,
-                              const std::vector<int>& d, bool nhwc) {
-  std::vector<int> q = p.size() == 2 ? std::vector<int>{p[0], p[0], p[1], p[1]} : p;
-  const int64_t H = nhwc ? x[1] : x[2], W = nhwc ? x[2] : x[3];
-  const int64_t OH = H < 0 ? -1 : conv_out_size(H, w[2], s[0], d[0], q[0], q[1]);
-  const int64_t OW = W < 0 ? -1 : conv_out_size(W, w[3], s[1], d[1], q[2], q[3]);
-  return nhwc ? std::vector<int64_t>{x[0], OH, OW, w[0]}
-              : std::vector<int64_t>{x[0], w[0], OH, OW};
-}
-
 // Shape/dtype inference (static graphs and Paddle's op checks).
 std::vector<std::vector<int64_t>> ConvStatsShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
     const std::vector<int64_t>&, const std::vector<int>& s,
     const std::vector<int>& p, const std::vector<int>& d, int,
     const std::string& fmt) {
-  return {conv_out(x, w, s, p, d, fmt == "NHWC"), {3, w[0]}};
+  return {infer_conv_out_shape(x, w, s, p, d, fmt == "NHWC"), {3, w[0]}};
 }
 
 std::vector<paddle::DataType> ConvStatsDtype(const paddle::DataType& x,
