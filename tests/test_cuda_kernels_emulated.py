@@ -70,6 +70,16 @@ def test_parity(kern, dtype, view, align):
     parity.check_all(kern, dtype, view, align)
 
 
+@pytest.mark.parametrize("slices", list(parity.SLICE_SETS))
+@pytest.mark.parametrize("view", parity.SLICED_VIEWS, ids=_view_id)
+@pytest.mark.parametrize("dtype", parity.DTYPES)
+def test_parity_channel_slices(kern, dtype, view, slices):
+    # Operands that are channel slices of wider tensors (SliceStrides), as
+    # the Inception op passes them: right values, and nothing outside the
+    # slices read into the result or written.
+    parity.check_all(kern, dtype, view, "aligned", parity.SLICE_SETS[slices](view[1]))
+
+
 @pytest.mark.parametrize("view", [(2, 2, 3000), (3000, 4, 1)], ids=_view_id)
 def test_stats_large_mean(kern, view):
     # Shifted Welford keeps the variance accurate where sum / sum-of-squares
@@ -142,6 +152,15 @@ def test_invalid_arguments(kern):
                      f32, f32, f32, f32, None) == inval
     assert kern.call("fc_fold_bn", 0, None, None, f32, f32, f32, f32, 1e-5, 1, 9,
                      None, f32) == inval
+    # A slice's row stride must cover its channels (0 = dense).
+    assert kern.call("fc_bn_act_forward", 0, p, None, f32, f32, 1, p, 1, 4, 1,
+                     lds={"y": 3}) == inval
+    assert kern.call("fc_bn_stats", 0, p, 1, 4, 1, f32, f32, None, None, 0.9, 1e-5,
+                     f32, f32, f32, f32, ws, lds={"z": 2}) == inval
+    assert kern.call("fc_bn_act_backward_reduce", 0, p, p, p, f32, f32, 1, 1, 4, 1,
+                     f32, f32, ws, lds={"dy": 1}) == inval
+    assert kern.call("fc_bn_act_backward_apply", 0, p, None, None, None, f32, f32, None,
+                     None, 0, 0, 1, 4, 1, p, None, lds={"dz": -1}) == inval
     assert kern.launches() == []
 
 
@@ -158,6 +177,10 @@ def test_parity_small_grid(kern_small_grid, dtype, align):
     kern_small_grid.clear_launches()
     for view in SMALL_GRID_VIEWS:
         parity.check_all(kern_small_grid, dtype, view, align)
+    # Slices: the cursors' row carries across grid-stride steps.
+    for view in [(4, 3, 1500), (257, 24, 1)]:
+        for name, slices in parity.SLICE_SETS.items():
+            parity.check_all(kern_small_grid, dtype, view, align, slices(view[1]))
     parity.check_fold(kern_small_grid, dtype, 300, 3, align, True)
     capped = [g for g, _ in kern_small_grid.launches() if 3 in g[:2]]
     assert capped, "no launch hit the grid cap: the loops were not exercised"
@@ -259,9 +282,25 @@ PLANTED_BUGS = {
     # NCHW vector width checked against a whole plane instead of one
     # channel's run: vectors straddle channels.
     "vector_straddles_channels": (
+        "conv_bn_act/bn_kernels_common.cuh",
+        "  if (v.inner != 1) return v.inner;", "  if (v.inner != 1) return v.outer * v.inner;",
+        ()),
+    # Channel slices read as dense tensors (the row gap dropped).
+    "slice_row_stride_ignored": (
         "conv_bn_act/bn_elementwise_kernels.cu",
-        "pick_vec<T>(cl ? v.channels : v.inner, {z, residual, y})",
-        "pick_vec<T>(cl ? v.channels : v.outer * v.inner, {z, residual, y})", ()),
+        "  return u * VEC + o * gap;", "  return u * VEC + 0 * o * gap;", ()),
+    # The elementwise cursor misses the row carry of a grid-stride step.
+    "slice_row_carry_missed": (
+        "conv_bn_act/bn_elementwise_kernels.cu",
+        "      cu -= g.chans_u;\n      ++o;\n", "      cu -= g.chans_u;\n", (SMALL_GRID_CAP,)),
+    # Channels-last statistics step rows by the channel count, not the stride.
+    "slice_stats_row_stride": (
+        "conv_bn_act/bn_stats_kernels.cu",
+        "z + rr * ld + c0", "z + rr * (ld - ld + channels) + c0", ()),
+    # Vector width chosen without the slices' row strides: misaligned rows.
+    "slice_vector_width": (
+        "conv_bn_act/bn_kernels_common.cuh",
+        "run = std::gcd(run, row_ld(ld, v));", "run = std::gcd(run, row_ld(0 * ld, v));", ()),
     # The next channel iteration overwrites the shared sums while warp 0 may
     # still read them; only blocks that loop over channels (small grid cap).
     "missing_trailing_syncthreads": (

@@ -663,3 +663,14 @@ T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
   (::fc_emu::launch((kernel), dim3(grid), dim3(block), (smem), (stream), \
                     __VA_ARGS__),                                        \
    cudaGetLastError())
+
+// A GPU faults ("misaligned address") on a vector access that is not aligned
+// to its size; x86 would quietly perform it. cuda_utils.cuh's load_vec /
+// store_vec call this hook, so the emulator faults as the GPU would.
+#define FC_CHECK_VEC_ALIGNED(p, bytes)                                   \
+  do {                                                                   \
+    if (reinterpret_cast<std::uintptr_t>(p) % (bytes) != 0) {            \
+      ::fc_emu::detail::fault("misaligned " + std::to_string(bytes) +    \
+                              "-byte vector access");                    \
+    }                                                                    \
+  } while (0)

@@ -128,13 +128,21 @@ struct alignas(sizeof(T) * N) AlignedVec {
 template <typename T>
 constexpr int kMaxVec = static_cast<int>(16 / sizeof(T));
 
+// The emulation header defines this to fault on misaligned vectors, as a GPU
+// does; on the GPU it costs nothing.
+#ifndef FC_CHECK_VEC_ALIGNED
+#define FC_CHECK_VEC_ALIGNED(p, bytes) ((void)0)
+#endif
+
 template <int N, typename T>
 __device__ __forceinline__ AlignedVec<T, N> load_vec(const T* p) {
+  FC_CHECK_VEC_ALIGNED(p, sizeof(AlignedVec<T, N>));
   return *reinterpret_cast<const AlignedVec<T, N>*>(p);
 }
 
 template <int N, typename T>
 __device__ __forceinline__ void store_vec(T* p, const AlignedVec<T, N>& v) {
+  FC_CHECK_VEC_ALIGNED(p, sizeof(AlignedVec<T, N>));
   *reinterpret_cast<AlignedVec<T, N>*>(p) = v;
 }
 

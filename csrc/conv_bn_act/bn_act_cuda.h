@@ -13,6 +13,9 @@
 //   (o * channels + c) * inner + i.  NCHW: outer = N, inner = H*W.
 //   NHWC: outer = N*H*W, inner = 1.
 // - count = outer * inner elements per channel (the BN reduction size).
+// - SliceStrides lets an operand be a channel slice of a wider tensor (the
+//   Inception op's branches read the merged 1x1 convolution's output and
+//   write their slices of the concatenated output in place, with no copy).
 // - All sizes are 64-bit; kernels index with int64_t.
 #pragma once
 
@@ -32,6 +35,15 @@ struct ChannelView {
   int64_t inner;
 };
 
+// Row strides, in channels, of operands that are channel slices of a wider
+// tensor: such an operand's pointer is at its first channel and element
+// (o, c, i) lives at (o * ld + c) * inner + i, ld = the wider tensor's channel
+// count (>= channels). 0 = dense (ld = channels). Residuals and their
+// gradient are always dense.
+struct SliceStrides {
+  int64_t z = 0, y = 0, dy = 0, dz = 0;
+};
+
 // Bytes of device workspace the statistics/reduction launchers need for `v`.
 size_t bn_workspace_bytes(ChannelView v);
 
@@ -47,7 +59,8 @@ cudaError_t launch_bn_stats(DType dt, const void* z, ChannelView v,
                             float* running_mean, float* running_var,
                             float momentum, float eps, float* save_mean,
                             float* save_invstd, float* coef_a, float* coef_b,
-                            void* workspace, cudaStream_t stream);
+                            void* workspace, cudaStream_t stream,
+    SliceStrides ld = {});
 
 // y = act(z * a[c] + b[c] (+ residual)), act = relu if `relu`.
 // residual may be null. Also used as the eval epilogue with a = 1, b = bias
@@ -55,14 +68,16 @@ cudaError_t launch_bn_stats(DType dt, const void* z, ChannelView v,
 cudaError_t launch_bn_act_forward(DType dt, const void* z, const void* residual,
                                   const float* coef_a, const float* coef_b,
                                   bool relu, void* y, ChannelView v,
-                                  cudaStream_t stream);
+                                  cudaStream_t stream,
+    SliceStrides ld = {});
 
 // Eval epilogue: y = act(conv_out + bias[c] (+ residual)). In place allowed
 // (y == conv_out).
 cudaError_t launch_bias_act_forward(DType dt, const void* conv_out,
                                     const void* residual, const float* bias,
                                     bool relu, void* y, ChannelView v,
-                                    cudaStream_t stream);
+                                    cudaStream_t stream,
+    SliceStrides ld = {});
 
 // Backward reduction. g = relu ? dy * (y > 0) : dy.
 //   dbeta[c]  = sum g
@@ -74,7 +89,8 @@ cudaError_t launch_bn_act_backward_reduce(DType dt, const void* dy,
                                           const float* invstd, bool relu,
                                           ChannelView v, float* dgamma,
                                           float* dbeta, void* workspace,
-                                          cudaStream_t stream);
+                                          cudaStream_t stream,
+    SliceStrides ld = {});
 
 // Backward apply.
 //   training: dz = gamma*invstd * (g - dbeta/count - (z-mean)*invstd*dgamma/count)
@@ -84,7 +100,8 @@ cudaError_t launch_bn_act_backward_apply(
     DType dt, const void* dy, const void* y, const void* z, const float* mean,
     const float* invstd, const float* gamma, const float* dgamma,
     const float* dbeta, bool relu, bool training, ChannelView v, void* dz,
-    void* dres, cudaStream_t stream);
+    void* dres, cudaStream_t stream,
+    SliceStrides ld = {});
 
 // Eval-mode folding of BN into the convolution.
 //   s[o] = gamma[o] / sqrt(running_var[o] + eps)

@@ -33,6 +33,12 @@ __device__ __forceinline__ void block_reduce_sum2(float& a, float& b) {
 // Workspace (floats): sum_g[C*P] | sum_g_zc[C*P], zc = z - mean[c].
 // ---------------------------------------------------------------------------
 
+// Row strides, in channels, of the three operands (row_ld: dense ones have
+// ld == channels).
+struct RowLds {
+  int64_t dy, y, z;
+};
+
 template <int VEC, typename T>
 __device__ __forceinline__ void accumulate_grad(const AlignedVec<T, VEC>& dy,
                                                 const AlignedVec<T, VEC>& y,
@@ -52,7 +58,8 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kBlock) bn_backward_partial_nchw_kernel(
     const T* __restrict__ dy, const T* __restrict__ y,
     const T* __restrict__ z, const float* __restrict__ mean, bool relu,
-    int64_t channels, int64_t inner_u, int64_t plane_u, int64_t chunk_u,
+    int64_t channels, RowLds ld, int64_t inner_u, int64_t plane_u,
+    int64_t chunk_u,
     int64_t partials, float* __restrict__ ws_g, float* __restrict__ ws_gz) {
   constexpr int kIlp = ilp_for(VEC * sizeof(T));
   const int64_t p = blockIdx.x;
@@ -73,10 +80,9 @@ __global__ void __launch_bounds__(kBlock) bn_backward_partial_nchw_kernel(
       for (int r = 0; r < kIlp; ++r) {
         ok[r] = cur.k < k_end;
         if (ok[r]) {
-          const int64_t off = cur.unit(channels, c) * VEC;
-          vdy[r] = load_vec<VEC>(dy + off);
-          vz[r] = load_vec<VEC>(z + off);
-          if (relu) vy[r] = load_vec<VEC>(y + off);
+          vdy[r] = load_vec<VEC>(dy + cur.unit(ld.dy, c) * VEC);
+          vz[r] = load_vec<VEC>(z + cur.unit(ld.z, c) * VEC);
+          if (relu) vy[r] = load_vec<VEC>(y + cur.unit(ld.y, c) * VEC);
         }
         cur.next();
       }
@@ -103,7 +109,8 @@ template <typename T, int VEC>
 __global__ void __launch_bounds__(kBlock) bn_backward_partial_nhwc_kernel(
     const T* __restrict__ dy, const T* __restrict__ y,
     const T* __restrict__ z, const float* __restrict__ mean, bool relu,
-    int64_t rows, int64_t channels, int64_t rows_per_part, int64_t partials,
+    int64_t rows, int64_t channels, RowLds ld, int64_t rows_per_part,
+    int64_t partials,
     float* __restrict__ ws_g, float* __restrict__ ws_gz) {
   constexpr int kIlp = ilp_for(VEC * sizeof(T));
   __shared__ float s_g[VEC][kBlock];
@@ -131,10 +138,9 @@ __global__ void __launch_bounds__(kBlock) bn_backward_partial_nhwc_kernel(
       for (int q = 0; q < kIlp; ++q) {
         const int64_t rr = r + q * blockDim.y;
         if (rr < r_end) {
-          const int64_t off = rr * channels + c0;
-          vdy[q] = load_vec<VEC>(dy + off);
-          vz[q] = load_vec<VEC>(z + off);
-          if (relu) vy[q] = load_vec<VEC>(y + off);
+          vdy[q] = load_vec<VEC>(dy + rr * ld.dy + c0);
+          vz[q] = load_vec<VEC>(z + rr * ld.z + c0);
+          if (relu) vy[q] = load_vec<VEC>(y + rr * ld.y + c0);
         }
       }
       FC_UNROLL
@@ -201,14 +207,17 @@ cudaError_t bn_backward_reduce_impl(const T* dy, const T* y, const T* z,
                                     const float* mean, const float* invstd,
                                     bool relu, const ChannelView& v,
                                     float* dgamma, float* dbeta, float* ws,
+                                    const SliceStrides& s,
                                     cudaStream_t stream) {
   const int64_t C = v.channels;
+  const RowLds ld{row_ld(s.dy, v), row_ld(s.y, v), row_ld(s.z, v)};
   const int64_t P = num_partials(v);
   float* ws_g = ws;
   float* ws_gz = ws + C * P;
   const bool cl = v.inner == 1;
   FC_RETURN_IF_ERROR(dispatch_vec<T>(
-      pick_vec<T>(cl ? C : v.inner, {dy, y, z}), [&](auto vt) -> cudaError_t {
+      pick_vec<T>(vec_run(v, {s.dy, s.y, s.z}), {dy, y, z}),
+      [&](auto vt) -> cudaError_t {
         constexpr int V = decltype(vt)::value;
         if (cl) {
           const int tx = nhwc_tile_x(C / V);
@@ -217,7 +226,7 @@ cudaError_t bn_backward_reduce_impl(const T* dy, const T* y, const T* z,
                           static_cast<unsigned>(P));
           return FC_CUDA_LAUNCH((bn_backward_partial_nhwc_kernel<T, V>), grid,
                                 block, 0, stream, dy, y, z, mean, relu,
-                                v.outer, C, ceil_div(v.outer, P), P, ws_g,
+                                v.outer, C, ld, ceil_div(v.outer, P), P, ws_g,
                                 ws_gz);
         }
         const int64_t inner_u = v.inner / V;
@@ -225,7 +234,7 @@ cudaError_t bn_backward_reduce_impl(const T* dy, const T* y, const T* z,
         const dim3 grid(static_cast<unsigned>(P),
                         static_cast<unsigned>(std::min(C, kMaxGridY)));
         return FC_CUDA_LAUNCH((bn_backward_partial_nchw_kernel<T, V>), grid,
-                              kBlock, 0, stream, dy, y, z, mean, relu, C,
+                              kBlock, 0, stream, dy, y, z, mean, relu, C, ld,
                               inner_u, plane_u, ceil_div(plane_u, P), P, ws_g,
                               ws_gz);
       }));
@@ -247,8 +256,9 @@ cudaError_t launch_bn_act_backward_reduce(DType dt, const void* dy,
                                           const float* invstd, bool relu,
                                           ChannelView v, float* dgamma,
                                           float* dbeta, void* workspace,
-                                          cudaStream_t stream) {
-  if (invalid_view(v)) return cudaErrorInvalidValue;
+                                          cudaStream_t stream,
+                                          SliceStrides ld) {
+  if (invalid_view(v) || invalid_strides(v, ld)) return cudaErrorInvalidValue;
   if (numel(v) == 0) return cudaSuccess;
   if (dy == nullptr || z == nullptr || mean == nullptr || invstd == nullptr ||
       dgamma == nullptr || dbeta == nullptr || workspace == nullptr ||
@@ -260,7 +270,7 @@ cudaError_t launch_bn_act_backward_reduce(DType dt, const void* dy,
       return bn_backward_reduce_impl<T>(
           static_cast<const T*>(dy), relu ? static_cast<const T*>(y) : nullptr,
           static_cast<const T*>(z), mean, invstd, relu, v, dgamma, dbeta,
-          static_cast<float*>(workspace), stream););
+          static_cast<float*>(workspace), ld, stream););
 }
 
 }  // namespace cuda

@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <initializer_list>
+#include <numeric>
 #include <type_traits>
 
 #include "../common/cuda_utils.cuh"
@@ -128,6 +129,37 @@ inline bool invalid_view(const ChannelView& v) {
 
 inline int64_t numel(const ChannelView& v) {
   return v.outer * v.channels * v.inner;
+}
+
+// A slice's row stride must span at least its own channels.
+inline bool invalid_strides(const ChannelView& v, const SliceStrides& s) {
+  for (int64_t ld : {s.z, s.y, s.dy, s.dz}) {
+    if (ld != 0 && ld < v.channels) return true;
+  }
+  return false;
+}
+
+// Row stride in channels of an operand (SliceStrides: 0 = dense).
+inline int64_t row_ld(int64_t ld, const ChannelView& v) {
+  return ld == 0 ? v.channels : ld;
+}
+
+// Extra elements between the end of one row of an operand and the start of
+// the next: (ld - channels) * inner.
+inline int64_t row_gap(int64_t ld, const ChannelView& v) {
+  return (row_ld(ld, v) - v.channels) * v.inner;
+}
+
+// The run a vector unit must not cross (pick_vec): inner for NCHW, where
+// every row stride is a multiple of it; for channels-last the channel count
+// and every operand's row stride, so units stay aligned in each row (VEC is a
+// power of two: gcd % VEC == 0 iff each is).
+inline int64_t vec_run(const ChannelView& v,
+                       std::initializer_list<int64_t> lds) {
+  if (v.inner != 1) return v.inner;
+  int64_t run = v.channels;
+  for (int64_t ld : lds) run = std::gcd(run, row_ld(ld, v));
+  return run;
 }
 
 // Partials per channel: a pure function of the view (not of dtype or device)

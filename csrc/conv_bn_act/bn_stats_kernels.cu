@@ -96,7 +96,7 @@ __device__ __forceinline__ void block_welford_reduce(float& n, float& mean,
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kBlock)
     bn_stats_partial_nchw_kernel(const T* __restrict__ z, int64_t channels,
-                                 int64_t inner_u, int64_t plane_u,
+                                 int64_t ld, int64_t inner_u, int64_t plane_u,
                                  int64_t chunk_u, int64_t partials,
                                  float* __restrict__ ws_n,
                                  float* __restrict__ ws_mean,
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kBlock)
       FC_UNROLL
       for (int r = 0; r < kIlp; ++r) {  // issue all loads first
         ok[r] = cur.k < k_end;
-        if (ok[r]) x[r] = load_vec<VEC>(z + cur.unit(channels, c) * VEC);
+        if (ok[r]) x[r] = load_vec<VEC>(z + cur.unit(ld, c) * VEC);
         cur.next();
       }
       FC_UNROLL
@@ -143,7 +143,8 @@ __global__ void __launch_bounds__(kBlock)
 template <typename T, int VEC>
 __global__ void __launch_bounds__(kBlock)
     bn_stats_partial_nhwc_kernel(const T* __restrict__ z, int64_t rows,
-                                 int64_t channels, int64_t rows_per_part,
+                                 int64_t channels, int64_t ld,
+                                 int64_t rows_per_part,
                                  int64_t partials, float* __restrict__ ws_n,
                                  float* __restrict__ ws_mean,
                                  float* __restrict__ ws_m2,
@@ -174,7 +175,7 @@ __global__ void __launch_bounds__(kBlock)
       FC_UNROLL
       for (int q = 0; q < kIlp; ++q) {
         const int64_t rr = r + q * blockDim.y;
-        if (rr < r_end) x[q] = load_vec<VEC>(z + rr * channels + c0);
+        if (rr < r_end) x[q] = load_vec<VEC>(z + rr * ld + c0);
       }
       FC_UNROLL
       for (int q = 0; q < kIlp; ++q) {
@@ -281,8 +282,9 @@ cudaError_t bn_stats_impl(const T* z, const ChannelView& v,
                           float* running_mean, float* running_var,
                           float momentum, float eps, float* save_mean,
                           float* save_invstd, float* coef_a, float* coef_b,
-                          float* ws, cudaStream_t stream) {
+                          float* ws, int64_t ld_z, cudaStream_t stream) {
   const int64_t C = v.channels;
+  const int64_t ld = row_ld(ld_z, v);
   const int64_t P = num_partials(v);
   float* ws_n = ws;
   float* ws_mean = ws + C * P;
@@ -290,7 +292,7 @@ cudaError_t bn_stats_impl(const T* z, const ChannelView& v,
   float* ws_shift = ws + 3 * C * P;
   const bool cl = v.inner == 1;
   FC_RETURN_IF_ERROR(dispatch_vec<T>(
-      pick_vec<T>(cl ? C : v.inner, {z}), [&](auto vt) -> cudaError_t {
+      pick_vec<T>(vec_run(v, {ld_z}), {z}), [&](auto vt) -> cudaError_t {
         constexpr int V = decltype(vt)::value;
         if (cl) {
           const int tx = nhwc_tile_x(C / V);
@@ -298,7 +300,7 @@ cudaError_t bn_stats_impl(const T* z, const ChannelView& v,
           const dim3 grid(static_cast<unsigned>(ceil_div(C / V, tx)),
                           static_cast<unsigned>(P));
           return FC_CUDA_LAUNCH((bn_stats_partial_nhwc_kernel<T, V>), grid,
-                                block, 0, stream, z, v.outer, C,
+                                block, 0, stream, z, v.outer, C, ld,
                                 ceil_div(v.outer, P), P, ws_n, ws_mean, ws_m2,
                                 ws_shift);
         }
@@ -307,7 +309,7 @@ cudaError_t bn_stats_impl(const T* z, const ChannelView& v,
         const dim3 grid(static_cast<unsigned>(P),
                         static_cast<unsigned>(std::min(C, kMaxGridY)));
         return FC_CUDA_LAUNCH((bn_stats_partial_nchw_kernel<T, V>), grid,
-                              kBlock, 0, stream, z, C, inner_u, plane_u,
+                              kBlock, 0, stream, z, C, ld, inner_u, plane_u,
                               ceil_div(plane_u, P), P, ws_n, ws_mean, ws_m2,
                               ws_shift);
       }));
@@ -338,8 +340,9 @@ cudaError_t launch_bn_stats(DType dt, const void* z, ChannelView v,
                             float* running_mean, float* running_var,
                             float momentum, float eps, float* save_mean,
                             float* save_invstd, float* coef_a, float* coef_b,
-                            void* workspace, cudaStream_t stream) {
-  if (invalid_view(v)) return cudaErrorInvalidValue;
+                            void* workspace, cudaStream_t stream,
+                            SliceStrides ld) {
+  if (invalid_view(v) || invalid_strides(v, ld)) return cudaErrorInvalidValue;
   if (numel(v) == 0) return cudaSuccess;
   if (z == nullptr || gamma == nullptr || beta == nullptr ||
       save_mean == nullptr || save_invstd == nullptr || coef_a == nullptr ||
@@ -351,7 +354,7 @@ cudaError_t launch_bn_stats(DType dt, const void* z, ChannelView v,
       return bn_stats_impl<T>(static_cast<const T*>(z), v, gamma, beta,
                               running_mean, running_var, momentum, eps,
                               save_mean, save_invstd, coef_a, coef_b,
-                              static_cast<float*>(workspace), stream););
+                              static_cast<float*>(workspace), ld.z, stream););
 }
 
 }  // namespace cuda

@@ -1,6 +1,7 @@
 // extern "C" face of the emulated kernel library for ctypes: the launchers of
-// bn_act_cuda.h with ChannelView spelled out as (outer, channels, inner) and
-// the dtype as an int, plus the emulator's knobs.  Launchers return their
+// bn_act_cuda.h with ChannelView spelled out as (outer, channels, inner),
+// SliceStrides as trailing (ld_z, ld_y, ld_dy, ld_dz) and the dtype as an
+// int, plus the emulator's knobs.  Launchers return their
 // cudaError_t as an int.  Built by build.py with common/cuda_emulation.h.
 #include <cstdint>
 
@@ -8,11 +9,22 @@
 
 using fastconv::cuda::ChannelView;
 using fastconv::cuda::DType;
+using fastconv::cuda::SliceStrides;
 
 namespace {
 ChannelView view(int64_t outer, int64_t channels, int64_t inner) {
   return ChannelView{outer, channels, inner};
 }
+SliceStrides lds(int64_t z, int64_t y, int64_t dy, int64_t dz) {
+  SliceStrides s;
+  s.z = z;
+  s.y = y;
+  s.dy = dy;
+  s.dz = dz;
+  return s;
+}
+#define FC_LDS int64_t ld_z, int64_t ld_y, int64_t ld_dy, int64_t ld_dz
+#define FC_LDS_ARG lds(ld_z, ld_y, ld_dy, ld_dz)
 }  // namespace
 
 extern "C" {
@@ -26,37 +38,37 @@ int fc_bn_stats(int dt, const void* z, int64_t o, int64_t c, int64_t i,
                 const float* gamma, const float* beta, float* running_mean,
                 float* running_var, float momentum, float eps,
                 float* save_mean, float* save_invstd, float* coef_a,
-                float* coef_b, void* workspace) {
+                float* coef_b, void* workspace, FC_LDS) {
   return fastconv::cuda::launch_bn_stats(
       static_cast<DType>(dt), z, view(o, c, i), gamma, beta, running_mean,
       running_var, momentum, eps, save_mean, save_invstd, coef_a, coef_b,
-      workspace, nullptr);
+      workspace, nullptr, FC_LDS_ARG);
 }
 
 int fc_bn_act_forward(int dt, const void* z, const void* residual,
                       const float* coef_a, const float* coef_b, int relu,
-                      void* y, int64_t o, int64_t c, int64_t i) {
+                      void* y, int64_t o, int64_t c, int64_t i, FC_LDS) {
   return fastconv::cuda::launch_bn_act_forward(
       static_cast<DType>(dt), z, residual, coef_a, coef_b, relu != 0, y,
-      view(o, c, i), nullptr);
+      view(o, c, i), nullptr, FC_LDS_ARG);
 }
 
 int fc_bias_act_forward(int dt, const void* conv_out, const void* residual,
                         const float* bias, int relu, void* y, int64_t o,
-                        int64_t c, int64_t i) {
+                        int64_t c, int64_t i, FC_LDS) {
   return fastconv::cuda::launch_bias_act_forward(
       static_cast<DType>(dt), conv_out, residual, bias, relu != 0, y,
-      view(o, c, i), nullptr);
+      view(o, c, i), nullptr, FC_LDS_ARG);
 }
 
 int fc_bn_act_backward_reduce(int dt, const void* dy, const void* y,
                               const void* z, const float* mean,
                               const float* invstd, int relu, int64_t o,
                               int64_t c, int64_t i, float* dgamma,
-                              float* dbeta, void* workspace) {
+                              float* dbeta, void* workspace, FC_LDS) {
   return fastconv::cuda::launch_bn_act_backward_reduce(
       static_cast<DType>(dt), dy, y, z, mean, invstd, relu != 0,
-      view(o, c, i), dgamma, dbeta, workspace, nullptr);
+      view(o, c, i), dgamma, dbeta, workspace, nullptr, FC_LDS_ARG);
 }
 
 int fc_bn_act_backward_apply(int dt, const void* dy, const void* y,
@@ -64,10 +76,10 @@ int fc_bn_act_backward_apply(int dt, const void* dy, const void* y,
                              const float* invstd, const float* gamma,
                              const float* dgamma, const float* dbeta, int relu,
                              int training, int64_t o, int64_t c, int64_t i,
-                             void* dz, void* dres) {
+                             void* dz, void* dres, FC_LDS) {
   return fastconv::cuda::launch_bn_act_backward_apply(
       static_cast<DType>(dt), dy, y, z, mean, invstd, gamma, dgamma, dbeta,
-      relu != 0, training != 0, view(o, c, i), dz, dres, nullptr);
+      relu != 0, training != 0, view(o, c, i), dz, dres, nullptr, FC_LDS_ARG);
 }
 
 int fc_fold_bn(int dt, const void* w, const void* conv_bias,

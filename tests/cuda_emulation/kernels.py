@@ -55,24 +55,51 @@ class Buffer:
             what, bad.size)
 
 
+class Slice:
+    """Channels [c0, c0 + channels) of a Buffer that holds an (outer, ld,
+    inner) tensor: what a launcher gets for a SliceStrides operand (its
+    pointer is the slice's first channel).  `array` is the slice (a view);
+    check_guards() also requires every element outside the slice to be as it
+    was at construction: a launcher must not touch the rest of the rows."""
+
+    def __init__(self, buf, view, c0):
+        o, c, i = view
+        self.buf = buf
+        self.ptr = buf.ptr + c0 * i * buf.itemsize
+        wide = buf.array.reshape(o, -1, i)
+        self.array = wide[:, c0:c0 + c, :]
+        self._outside = np.ones(wide.shape, bool)
+        self._outside[:, c0:c0 + c, :] = False
+        self._before = wide[self._outside].copy()
+        self._wide = wide
+
+    def check_guards(self, what):
+        self.buf.check_guards(what)
+        after = self._wide[self._outside]
+        assert np.array_equal(after.view(np.uint8), self._before.view(np.uint8)), \
+            "%s: elements outside the channel slice were modified" % what
+
+
 def _ptr(x):
     if x is None:
         return None
-    if isinstance(x, Buffer):
+    if isinstance(x, (Buffer, Slice)):
         return x.ptr
     assert isinstance(x, np.ndarray) and x.flags.c_contiguous
     return x.ctypes.data
 
 
 P, I64, I32, F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float
+LDS = [I64] * 4  # SliceStrides (ld_z, ld_y, ld_dy, ld_dz), 0 = dense
 _SIGNATURES = {
     "fc_bn_workspace_bytes": (I64, [I64, I64, I64]),
-    "fc_bn_stats": (I32, [I32, P, I64, I64, I64, P, P, P, P, F32, F32, P, P, P, P, P]),
-    "fc_bn_act_forward": (I32, [I32, P, P, P, P, I32, P, I64, I64, I64]),
-    "fc_bias_act_forward": (I32, [I32, P, P, P, I32, P, I64, I64, I64]),
-    "fc_bn_act_backward_reduce": (I32, [I32, P, P, P, P, P, I32, I64, I64, I64, P, P, P]),
+    "fc_bn_stats": (I32, [I32, P, I64, I64, I64, P, P, P, P, F32, F32, P, P, P, P, P] + LDS),
+    "fc_bn_act_forward": (I32, [I32, P, P, P, P, I32, P, I64, I64, I64] + LDS),
+    "fc_bias_act_forward": (I32, [I32, P, P, P, I32, P, I64, I64, I64] + LDS),
+    "fc_bn_act_backward_reduce": (I32, [I32, P, P, P, P, P, I32, I64, I64, I64, P, P, P]
+                                  + LDS),
     "fc_bn_act_backward_apply": (I32, [I32, P, P, P, P, P, P, P, P, I32, I32, I64, I64,
-                                       I64, P, P]),
+                                       I64, P, P] + LDS),
     "fc_fold_bn": (I32, [I32, P, P, P, P, P, P, F32, I64, I64, P, P]),
     "fc_emu_set_seed": (None, [ctypes.c_uint64]),
     "fc_emu_set_workers": (None, [I32]),
@@ -99,9 +126,16 @@ class Kernels:
             fn = getattr(self.lib, name)
             fn.restype, fn.argtypes = res, args
 
-    def call(self, name, *args):
+    def call(self, name, *args, lds=None):
+        """lds: dict of SliceStrides fields (z, y, dy, dz) for the launchers
+        that take them; missing fields are 0 (dense)."""
+        if _SIGNATURES[name][1][-len(LDS):] == LDS and name != "fc_bn_workspace_bytes":
+            lds = lds or {}
+            args += tuple(lds.get(k, 0) for k in ("z", "y", "dy", "dz"))
+        else:
+            assert not lds, "%s takes no slice strides" % name
         return getattr(self.lib, name)(*[
-            _ptr(a) if a is None or isinstance(a, (Buffer, np.ndarray)) else a
+            _ptr(a) if a is None or isinstance(a, (Buffer, Slice, np.ndarray)) else a
             for a in args])
 
     def workspace_bytes(self, view):

@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from .kernels import (DTYPE_IDS, Buffer, Kernels, to_float64, to_storage)
+from .kernels import (DTYPE_IDS, Buffer, Kernels, Slice, to_float64, to_storage)
 
 EPS32 = 2.0 ** -23
 UNIT_ROUNDOFF = {"float32": 2.0 ** -24, "float16": 2.0 ** -11, "bfloat16": 2.0 ** -8}
@@ -53,14 +53,43 @@ def offset(align, dtype, operand=0):
             "mixed": 0 if operand == 0 else size}[align]
 
 
-def activation(values, dtype, align="aligned", operand=0):
-    """Buffer of the values rounded to `dtype`, and the float64 values it holds."""
-    buf = Buffer(to_storage(values, dtype), offset(align, dtype, operand))
-    return buf, to_float64(buf.array, dtype)
+def _widen(inside, outside, sl):
+    """An (o, ld, i) array holding `inside` in channels [c0, c0 + c)."""
+    c0, ld = sl
+    o, c, i = inside.shape
+    wide = np.broadcast_to(outside, (o, ld, i)).copy()
+    wide[:, c0:c0 + c, :] = inside
+    return wide
 
 
-def output(shape, dtype, align="aligned", operand=0):
-    return Buffer(to_storage(np.full(shape, SENTINEL), dtype), offset(align, dtype, operand))
+def activation(values, dtype, align="aligned", operand=0, sl=None):
+    """Buffer of the values rounded to `dtype`, and the float64 values it holds.
+    sl = (c0, ld): a Slice of channels [c0, c0 + c) of a wider (o, ld, i)
+    tensor whose other channels hold other data."""
+    if sl is None:
+        buf = Buffer(to_storage(values, dtype), offset(align, dtype, operand))
+        return buf, to_float64(buf.array, dtype)
+    values = np.asarray(values, np.float64)
+    outside = rng_for("outside", operand, values.shape, sl).normal(
+        0, 1, (values.shape[0], sl[1], values.shape[2]))
+    wide = _widen(values, outside, sl)
+    buf = Buffer(to_storage(wide, dtype), offset(align, dtype, operand))
+    sliced = Slice(buf, values.shape, sl[0])
+    return sliced, to_float64(sliced.array, dtype)
+
+
+def output(shape, dtype, align="aligned", operand=0, sl=None):
+    if sl is None:
+        return Buffer(to_storage(np.full(shape, SENTINEL), dtype),
+                      offset(align, dtype, operand))
+    wide = _widen(np.full(shape, SENTINEL), -7.0, sl)
+    return Slice(Buffer(to_storage(wide, dtype), offset(align, dtype, operand)),
+                 shape, sl[0])
+
+
+def _lds(sl):
+    """SliceStrides of the operands named in sl ({name: (c0, ld)})."""
+    return {k: v[1] for k, v in (sl or {}).items()}
 
 
 def f32(x):
@@ -103,12 +132,13 @@ def _unchanged(buf, before, what):
         "%s: an input was modified" % what
 
 
-def check_stats(kern, dtype, view, align, mean=0.0, std=1.0):
-    what = "bn_stats %s view=%s %s" % (dtype, view, align)
+def check_stats(kern, dtype, view, align, mean=0.0, std=1.0, sl=None):
+    what = "bn_stats %s view=%s %s slices=%s" % (dtype, view, align, sl)
     rng = rng_for("stats", dtype, view, align, mean)
+    sl = sl or {}
     o, c, i = view
     z, zv = activation(rng.normal(mean, std, view) + 0.25 * np.arange(c)[None, :, None],
-                       dtype, align)
+                       dtype, align, sl=sl.get("z"))
     z0 = z.array.copy()
     gamma, beta = f32(rng.uniform(0.5, 1.5, c)), f32(rng.normal(0, 0.5, c))
     rm0, rv0 = f32(rng.normal(0, 0.5, c)), f32(rng.uniform(0.5, 2, c))
@@ -117,7 +147,7 @@ def check_stats(kern, dtype, view, align, mean=0.0, std=1.0):
     ws = Buffer(f32(np.full(kern.workspace_bytes(view) // 4, np.nan)))
     momentum, eps = 0.9, 1e-5
     err = kern.call("fc_bn_stats", DTYPE_IDS[dtype], z, o, c, i, gamma, beta, rm, rv,
-                    momentum, eps, sm, si, a, b, ws)
+                    momentum, eps, sm, si, a, b, ws, lds=_lds(sl))
     _launch_ok(kern, err, what, z, ws)
     _unchanged(z, z0, what)
     ref_mean, ref_var = zv.mean(axis=(0, 2)), zv.var(axis=(0, 2))
@@ -139,18 +169,21 @@ def check_stats(kern, dtype, view, align, mean=0.0, std=1.0):
 
 
 def check_forward(kern, dtype, view, align, relu, residual, bias_mode, inplace,
-                  nan=False):
-    what = "%s %s view=%s %s relu=%d residual=%d inplace=%d" % (
+                  nan=False, sl=None):
+    what = "%s %s view=%s %s relu=%d residual=%d inplace=%d slices=%s" % (
         "bias_act_forward" if bias_mode else "bn_act_forward", dtype, view, align,
-        relu, residual, inplace)
+        relu, residual, inplace, sl)
     rng = rng_for("forward", dtype, view, align, relu, residual, bias_mode, inplace)
+    sl = dict(sl or {})
+    if inplace and "z" in sl:
+        sl["y"] = sl["z"]
     o, c, i = view
     zin = rng.normal(0, 1, view)
     if nan:
         zin.flat[min(3, zin.size - 1)] = np.nan
-    z, zv = activation(zin, dtype, align, 0)
+    z, zv = activation(zin, dtype, align, 0, sl=sl.get("z"))
     res, resv = activation(rng.normal(0, 1, view), dtype, align, 1) if residual else (None, 0.0)
-    y = z if inplace else output(view, dtype, align, 2)
+    y = z if inplace else output(view, dtype, align, 2, sl=sl.get("y"))
     a, b = f32(rng.uniform(0.5, 2, c)), f32(rng.normal(0, 1, c))
     a64 = np.ones(c) if bias_mode else a.astype(np.float64)
     ref = zv * a64[None, :, None] + b.astype(np.float64)[None, :, None] + resv
@@ -159,32 +192,34 @@ def check_forward(kern, dtype, view, align, relu, residual, bias_mode, inplace,
         ref = np.where(ref > 0, ref, 0.0)  # Paddle's relu: NaN -> 0
     if bias_mode:
         err = kern.call("fc_bias_act_forward", DTYPE_IDS[dtype], z, res, b, int(relu), y,
-                        o, c, i)
+                        o, c, i, lds=_lds(sl))
     else:
         err = kern.call("fc_bn_act_forward", DTYPE_IDS[dtype], z, res, a, b, int(relu), y,
-                        o, c, i)
+                        o, c, i, lds=_lds(sl))
     _launch_ok(kern, err, what, z, res, y)
     assert_activation(y, ref, mag, dtype, what)
 
 
-def _grad_inputs(rng, dtype, view, align):
+def _grad_inputs(rng, dtype, view, align, sl):
     c = view[1]
-    dy, dyv = activation(rng.normal(0, 1, view), dtype, align, 0)
-    y, yv = activation(rng.normal(0, 1, view), dtype, align, 1)
-    z, zv = activation(rng.normal(0.3, 1.5, view), dtype, align, 2)
+    dy, dyv = activation(rng.normal(0, 1, view), dtype, align, 0, sl=sl.get("dy"))
+    y, yv = activation(rng.normal(0, 1, view), dtype, align, 1, sl=sl.get("y"))
+    z, zv = activation(rng.normal(0.3, 1.5, view), dtype, align, 2, sl=sl.get("z"))
     mean, invstd = f32(rng.uniform(-0.5, 0.5, c)), f32(rng.uniform(0.5, 2, c))
     return dy, dyv, y, yv, z, zv, mean, invstd
 
 
-def check_backward_reduce(kern, dtype, view, align, relu):
-    what = "bn_act_backward_reduce %s view=%s %s relu=%d" % (dtype, view, align, relu)
+def check_backward_reduce(kern, dtype, view, align, relu, sl=None):
+    what = "bn_act_backward_reduce %s view=%s %s relu=%d slices=%s" % (
+        dtype, view, align, relu, sl)
     rng = rng_for("reduce", dtype, view, align, relu)
+    sl = sl or {}
     o, c, i = view
-    dy, dyv, y, yv, z, zv, mean, invstd = _grad_inputs(rng, dtype, view, align)
+    dy, dyv, y, yv, z, zv, mean, invstd = _grad_inputs(rng, dtype, view, align, sl)
     dgamma, dbeta = f32(np.full(c, np.nan)), f32(np.full(c, np.nan))
     ws = Buffer(f32(np.full(kern.workspace_bytes(view) // 4, np.nan)))
     err = kern.call("fc_bn_act_backward_reduce", DTYPE_IDS[dtype], dy, y if relu else None,
-                    z, mean, invstd, int(relu), o, c, i, dgamma, dbeta, ws)
+                    z, mean, invstd, int(relu), o, c, i, dgamma, dbeta, ws, lds=_lds(sl))
     _launch_ok(kern, err, what, dy, y, z, ws)
     g = np.where(yv > 0, dyv, 0.0) if relu else dyv
     xhat = (zv - mean[None, :, None]) * invstd[None, :, None]
@@ -194,20 +229,21 @@ def check_backward_reduce(kern, dtype, view, align, relu):
                  REDUCE_RTOL * np.abs(g * xhat).sum(axis=(0, 2)), what + " dgamma")
 
 
-def check_backward_apply(kern, dtype, view, align, relu, training, with_dres):
-    what = "bn_act_backward_apply %s view=%s %s relu=%d training=%d dres=%d" % (
-        dtype, view, align, relu, training, with_dres)
+def check_backward_apply(kern, dtype, view, align, relu, training, with_dres, sl=None):
+    what = "bn_act_backward_apply %s view=%s %s relu=%d training=%d dres=%d slices=%s" % (
+        dtype, view, align, relu, training, with_dres, sl)
     rng = rng_for("apply", dtype, view, align, relu, training, with_dres)
+    sl = sl or {}
     o, c, i = view
-    dy, dyv, y, yv, z, zv, mean, invstd = _grad_inputs(rng, dtype, view, align)
+    dy, dyv, y, yv, z, zv, mean, invstd = _grad_inputs(rng, dtype, view, align, sl)
     gamma, dgamma = f32(rng.uniform(0.5, 1.5, c)), f32(rng.normal(0, 50, c))
     dbeta = f32(rng.normal(0, 50, c))
-    dz = output(view, dtype, align, 3)
+    dz = output(view, dtype, align, 3, sl=sl.get("dz"))
     dres = output(view, dtype, align, 4) if with_dres else None
     err = kern.call("fc_bn_act_backward_apply", DTYPE_IDS[dtype], dy, y if relu else None,
                     z if training else None, mean if training else None, invstd, gamma,
                     dgamma if training else None, dbeta if training else None, int(relu),
-                    int(training), o, c, i, dz, dres)
+                    int(training), o, c, i, dz, dres, lds=_lds(sl))
     _launch_ok(kern, err, what, dy, y, z, dz, dres)
     g = np.where(yv > 0, dyv, 0.0) if relu else dyv
     col = lambda v: v.astype(np.float64)[None, :, None]  # noqa: E731
@@ -258,19 +294,36 @@ APPLY_VARIANTS = [  # (relu, training, with_dres)
     (True, True, True), (False, True, False), (True, False, False), (False, False, True)]
 
 
-def check_all(kern, dtype, view, align):
-    """Every launcher on one (dtype, view, alignment)."""
-    check_stats(kern, dtype, view, align)
+def check_all(kern, dtype, view, align, sl=None):
+    """Every launcher on one (dtype, view, alignment); sl: channel slices
+    ({operand: (c0, ld)}, operands z, y, dy, dz) where the launcher has
+    that operand."""
+    check_stats(kern, dtype, view, align, sl=sl)
     for v in FORWARD_VARIANTS:
-        check_forward(kern, dtype, view, align, *v)
+        check_forward(kern, dtype, view, align, *v, sl=sl)
     for relu in (False, True):
-        check_backward_reduce(kern, dtype, view, align, relu)
+        check_backward_reduce(kern, dtype, view, align, relu, sl=sl)
     for v in APPLY_VARIANTS:
-        check_backward_apply(kern, dtype, view, align, *v)
+        check_backward_apply(kern, dtype, view, align, *v, sl=sl)
 
 
 QUICK_VIEWS = [(4, 3, 1500), (2, 5, 12), (3, 16, 64), (2, 70, 8), (257, 24, 1),
                (37, 3, 1), (130, 2, 1)]
+
+# Channel slices ({operand: (c0, ld)}) for a view of c channels.
+SLICE_SETS = {
+    # Every operand a slice at its own offset and row stride, none a multiple
+    # of a vector width: scalar access.
+    "odd": lambda c: {"z": (1, c + 3), "y": (2, c + 5), "dy": (3, c + 4), "dz": (0, c + 1)},
+    # Offsets and strides that keep 16-byte vectors (the Inception op's usual
+    # case), y dense.
+    "vec": lambda c: {"z": (8, c + 16), "dy": (16, c + 16), "dz": (8, c + 24)},
+    # Aligned first rows but a row stride off the vector width: only rows
+    # after the first would be misaligned, so the width must follow ld.
+    "ld_breaks_vec": lambda c: {"z": (0, c + 2), "y": (0, c + 1)},
+}
+SLICED_VIEWS = [(4, 3, 1500), (3, 16, 64), (2, 70, 8), (257, 24, 1), (100, 16, 1),
+                (37, 3, 1)]
 
 
 def quick_suite(kern, fail_fast=False):
@@ -281,6 +334,8 @@ def quick_suite(kern, fail_fast=False):
     for dtype in DTYPES:
         checks += [(check_all, (dtype, view, align))
                    for view in QUICK_VIEWS for align in ("aligned", "misaligned")]
+        checks += [(check_all, (dtype, view, "aligned", SLICE_SETS[name](view[1])))
+                   for view in SLICED_VIEWS[::2] for name in SLICE_SETS]
         checks.append((check_fold, (dtype, 64, 9, "aligned", True)))
     failures = []
     for fn, args in checks:
