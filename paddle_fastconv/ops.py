@@ -311,7 +311,8 @@ def _stage_list(value, name, op):
 def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
               epsilon=1e-5, stage_relu=(False,) * 6, relu_after_concat=True,
               data_format="NCHW"):
-    """One Inception block in one op (float32, CPU):
+    """One Inception block in one op (CPU: float32; GPU: float32, float16,
+    bfloat16 with float32 BN parameters and statistics, as under auto_cast):
 
         out = concat([s0(x), s2(s1(x)), s4(s3(x)), s5(max_pool3x3(x))], channel axis)
         out = relu(out) if relu_after_concat
@@ -340,9 +341,9 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
         raise TypeError("%s: arguments 'momentum' and 'epsilon' must be numbers" % op)
     if not epsilon >= 0:
         raise ValueError("%s: argument 'epsilon' must be >= 0, got %r" % (op, epsilon))
-    if paddle.in_dynamic_mode() and not x.place.is_cpu_place():
-        raise ValueError("%s: argument 'x' is on %s; the Inception op runs on CPU tensors "
-                         "only so far (use the stock layers on GPU)" % (op, x.place))
+    if paddle.in_dynamic_mode():
+        x, *convs = _autocast(x, *weights, *biases)
+        weights, biases = convs[:6], convs[6:]
     bias_in = [b if b is not None else _absent([1, 1], x.dtype, x.place) for b in biases]
     scale, shift, mean, var = [], [], [], []
     for i, entry in enumerate(bn):

@@ -68,11 +68,25 @@ def _compare(stock, fused, x, what):
         assert_close(b_f, b_s, "stat", what="%s %s" % (what, name))
 
 
+# CPU (oneDNN engine) and, when present, the GPU (CUDA engine); GPU cases
+# skip cleanly otherwise.
+DEVICES = [pytest.param("cpu", id="cpu"),
+           pytest.param("gpu", id="gpu", marks=pytest.mark.gpu)]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    before = paddle.get_device()
+    paddle.set_device(request.param)
+    yield request.param
+    paddle.set_device(before)
+
+
 @pytest.mark.parametrize("style", list(STYLES))
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
 @pytest.mark.parametrize("hw", [(7, 9), (1, 1), (4, 3)], ids=["7x9", "1x1", "4x3"])
-def test_layer_matches_stock_layers(style, data_format, mode, hw):
+def test_layer_matches_stock_layers(device, style, data_format, mode, hw):
     stock, fused = _pair(style, data_format)
     for layer in (stock, fused):
         layer.train() if mode == "train" else layer.eval()
@@ -113,7 +127,7 @@ def _params(rng, cin=10, chans=(6, 5, 7, 2, 3, 4), k3=3, k5=5):
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("training", [True, False])
-def test_op_mixed_stages_match_reference(data_format, training):
+def test_op_mixed_stages_match_reference(device, data_format, training):
     """Per-stage choices mixed within one block (bias on some stages, BN on
     others, ReLU on some, none after the concat), 7x7 and 3x3 kernels."""
     rng = np.random.default_rng(7)
@@ -254,17 +268,31 @@ def test_paddle_engine_is_refused_by_name():
 
 
 @pytest.mark.gpu
-def test_gpu_is_refused_by_name():
-    x = _input("NCHW", cin=10).cuda()
-    with pytest.raises(ValueError, match="CPU tensors only"):
-        pf.ops.inception(x, [w.cuda() for w in _ws()])
+@pytest.mark.parametrize("style", list(STYLES))
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_low_precision_on_gpu(style, dtype):
+    """fp16/bf16 activations and filters under auto_cast, fp32 BN
+    statistics, against the stock layers on the same low-precision inputs."""
+    paddle.set_device("gpu")
+    try:
+        stock, fused = _pair(style, "NCHW")
+        x = _input("NCHW", n=2, h=8, w=8)
+        with paddle.amp.auto_cast(level="O1", dtype=dtype):
+            ys, yf = stock(x), fused(x)
+        assert yf.dtype == ys.dtype
+        assert_close(yf, ys, "out", dtype=dtype, what="%s auto_cast out" % style)
+        for k, v in stock.state_dict().items():
+            assert_close(fused.state_dict()[k], v, "stat", dtype=dtype, what=k)
+    finally:
+        paddle.set_device("cpu")
 
 
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
-def test_pool_branch_ties_route_like_stock(data_format):
+def test_pool_branch_ties_route_like_stock(device, data_format):
     """Constant regions (ReLU zeros, saturated inputs) make the pool branch's
-    window maxima ties: the gradient goes to the same input as stock's (the
-    first maximum in row-major order), on every edge and corner."""
+    window maxima ties: the gradient goes to the same input as stock's (on
+    CPU the first maximum in row-major order; on GPU the op runs stock's own
+    pooling kernels), on every edge and corner."""
     stock, fused = _pair("vision", data_format)
     x_np = np.random.default_rng(5).standard_normal((2, 12, 6, 7)).astype("float32")
     x_np[:, :, 1:4, 2:6] = 0.5  # a plateau

@@ -41,6 +41,18 @@ auto run_guarded(const char* op, const std::string& context, F&& body)
   }
 }
 
+// An input on a device this build has no engine for.
+[[noreturn]] inline void unsupported_device(const char* op,
+                                            const paddle::Place& p) {
+  PD_THROW(op, ": argument 'x' is on ", p, ", but this build supports CPU",
+#ifdef PADDLE_WITH_CUDA
+           " and GPU",
+#else
+           " only (built without CUDA)",
+#endif
+           " tensors");
+}
+
 }  // namespace fastconv
 
 // FC_CHECK_ARG(cond, op, arg, what...): "op: argument 'arg' what..."

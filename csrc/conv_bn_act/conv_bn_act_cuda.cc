@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/cuda_checks.h"
 #include "common/paddle_conv_api.h"
 #include "conv_bn_act/bn_act_cuda.h"
 #include "conv_bn_act/conv_bn_act.h"
@@ -17,24 +18,15 @@ namespace pe = paddle::experimental;
 using cuda::DType;
 
 DType dtype_of(const paddle::Tensor& t) {
-  switch (t.dtype()) {
-    case paddle::DataType::FLOAT32: return DType::kFloat32;
-    case paddle::DataType::FLOAT16: return DType::kFloat16;
-    case paddle::DataType::BFLOAT16: return DType::kBFloat16;
-    default:
-      PD_THROW(kConvBnActOp, ": argument 'x' dtype ", t.dtype(),
-               " is not supported on GPU (float32, float16, bfloat16)");
-  }
+  return cuda_dtype(t, kConvBnActOp, "x");
 }
 
 cuda::ChannelView out_view(const ConvGeometry& g) {
-  return g.channels_last ? cuda::ChannelView{g.N * g.OH * g.OW, g.O, 1}
-                         : cuda::ChannelView{g.N, g.O, g.OH * g.OW};
+  return channel_view(g.N, g.OH, g.OW, g.O, g.channels_last);
 }
 
 void check_launch(cudaError_t err, const char* what) {
-  PD_CHECK(err == cudaSuccess, kConvBnActOp, ": CUDA kernel ", what,
-           " failed: ", cudaGetErrorString(err));
+  fastconv::check_launch(err, kConvBnActOp, what);
 }
 
 paddle::Tensor conv(const paddle::Tensor& x, const paddle::Tensor& w,

@@ -8,17 +8,6 @@
 #include "conv_bn_act/conv_bn_act.h"
 
 namespace fastconv {
-namespace {
-[[noreturn]] void unsupported_device(const char* op, const paddle::Place& p) {
-  PD_THROW(op, ": argument 'x' is on ", p, ", but this build supports CPU",
-#ifdef PADDLE_WITH_CUDA
-           " and GPU",
-#else
-           " only (built without CUDA)",
-#endif
-           " tensors");
-}
-}  // namespace
 
 std::vector<paddle::Tensor> conv_bn_act_forward(
     const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,

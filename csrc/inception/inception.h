@@ -75,20 +75,39 @@ struct InceptionGeometry {
   ConvGeometry merged() const;
   ConvGeometry stage(int s) const;  // s in {kConv3, kConv5, kPoolProj}
 
-  // What training keeps for backward, one flat float32 buffer (offsets in
-  // floats, -1 when not kept): the merged 1x1 output (if any of its stages
-  // has BN), the reduce outputs feeding the KxK convolutions, and the
-  // pre-BN outputs of the KxK/projection stages that have BN.
-  struct Workspace {
-    int64_t merged = -1, reduce3 = -1, reduce5 = -1;
-    std::array<int64_t, kStages> z{};  // pre-BN output of stages 2, 4, 5
-    int64_t total = 0;
-  };
-  Workspace workspace() const;
+  // What training keeps for backward, one tensor each (whole tensors, so
+  // the GPU engine hands them to conv2d_grad as they are): the merged 1x1
+  // output (if any of its stages has BN), the reduce outputs feeding the KxK
+  // convolutions, and the pre-BN outputs of the KxK/projection stages that
+  // have BN. Layout as x's; absent ones (and all in eval) are [1]
+  // placeholders.
+  bool keeps(int k) const;
+  int64_t kept_channels(int k) const;
+  std::vector<int64_t> activation_shape(int64_t channels) const;
+  std::vector<int64_t> kept_shape(int k, bool training) const;
   // Per-stage statistics (batch or running mean, 1/std): [2 * sum(C)]
   int64_t stats_offset(int stage) const;
   int64_t stats_size() const;
 };
+
+// The tensors training keeps (InceptionGeometry::keeps), in output order.
+enum Kept {
+  kKeptMerged = 0,
+  kKeptReduce3,
+  kKeptReduce5,
+  kKeptZ3,
+  kKeptZ5,
+  kKeptZProj,
+  kKeptCount
+};
+// The stage whose pre-BN output kKeptZ3..kKeptZProj hold.
+constexpr std::array<int, kKeptCount> kKeptStage = {-1, kReduce3, kReduce5,
+                                                    kConv3, kConv5, kPoolProj};
+
+// The Kept entry of a KxK / projection stage's pre-BN output.
+inline int kept_z(int stage) {
+  return stage == kConv3 ? kKeptZ3 : (stage == kConv5 ? kKeptZ5 : kKeptZProj);
+}
 
 // Geometry from the input and parameter shapes; validates them (messages name
 // the argument). `allow_unknown`: shapes may hold -1 (static graph inference).
@@ -103,9 +122,9 @@ bool stage_relu(const InceptionAttrs& a, int s);
 
 using TensorList = std::vector<paddle::Tensor>;
 
-// Returns {Out, Workspace, SavedStats}. Workspace is g.workspace().total
-// floats when training, a 1-element placeholder in eval (backward then
-// recomputes it). Training updates mean/var (running statistics) in place.
+// Returns {Out, Kept[kKeptCount], SavedStats}. Kept tensors are those of
+// kept_shape (training), [1] placeholders otherwise (backward then
+// recomputes them). Training updates mean/var (running statistics) in place.
 TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
                                  const TensorList& bias,
                                  const TensorList& scale,
@@ -120,8 +139,24 @@ TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
 TensorList inception_backward_cpu(
     const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
     const TensorList& scale, const TensorList& shift, const paddle::Tensor& out,
-    const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
+    const TensorList& kept, const paddle::Tensor& saved_stats,
     const paddle::Tensor& dout, const InceptionGeometry& g,
     const InceptionAttrs& a);
+
+#ifdef PADDLE_WITH_CUDA
+// The CUDA engine, same contracts (float32, float16, bfloat16 activations).
+TensorList inception_forward_cuda(const paddle::Tensor& x, const TensorList& w,
+                                  const TensorList& bias,
+                                  const TensorList& scale,
+                                  const TensorList& shift, TensorList& mean,
+                                  TensorList& var, const InceptionGeometry& g,
+                                  const InceptionAttrs& a);
+TensorList inception_backward_cuda(
+    const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
+    const TensorList& scale, const TensorList& shift, const paddle::Tensor& out,
+    const TensorList& kept, const paddle::Tensor& saved_stats,
+    const paddle::Tensor& dout, const InceptionGeometry& g,
+    const InceptionAttrs& a);
+#endif
 
 }  // namespace fastconv

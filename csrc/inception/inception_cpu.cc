@@ -168,21 +168,20 @@ struct Ctx {
                         y.p, v, rs);
   }
 
-  // The whole forward. `ws`: where to keep what backward needs (null: keep
-  // nothing, use scratch).
-  void forward(const float* x, float* out, float* ws) {
-    const InceptionGeometry::Workspace L = g.workspace();
+  // The whole forward. kept[k]: where to keep tensor k (Kept) for backward;
+  // null: not kept, use scratch.
+  void forward(const float* x, float* out, float* const* kept) {
     const int64_t px = g.pixels(), Cm = g.merged_channels(),
                   Co = g.out_channels();
-    auto keep = [&](int64_t off, int64_t channels) {
-      return ws && off >= 0 ? ws + off : scratch(px * channels);
+    auto keep = [&](int k) {
+      return kept[k] ? kept[k] : scratch(px * g.kept_channels(k));
     };
     PhaseTimer timer("inception forward");
-    float* merged = keep(L.merged, Cm);
+    float* merged = keep(kKeptMerged);
     conv_forward(g.merged(), x, merged_weights(), merged_bias(), merged);
     timer.mark("merged 1x1 conv");
-    float* reduce3 = keep(L.reduce3, g.C[kReduce3]);
-    float* reduce5 = keep(L.reduce5, g.C[kReduce5]);
+    float* reduce3 = keep(kKeptReduce3);
+    float* reduce5 = keep(kKeptReduce5);
     stage_forward(kBranch1, slice(merged, Cm, 0),
                   slice(out, Co, g.out_offset(kBranch1)));
     stage_forward(kReduce3, slice(merged, Cm, g.merged_offset(kReduce3)),
@@ -195,7 +194,7 @@ struct Ctx {
     const float* input[kStages] = {nullptr, nullptr, reduce3,
                                    nullptr, reduce5, pooled};
     for (int st : {kConv3, kConv5, kPoolProj}) {
-      float* z = keep(L.z[st], g.C[st]);
+      float* z = keep(kept_z(st));
       conv_forward(g.stage(st), input[st], w[st], bias[st], z);
       timer.mark(st == kConv3 ? "3x3 conv" : st == kConv5 ? "5x5 conv" : "proj conv");
       stage_forward(st, dense(z, g.C[st]), slice(out, Co, g.out_offset(st)));
@@ -298,13 +297,17 @@ TensorList inception_forward_cpu(const paddle::Tensor& x, const TensorList& w,
     paddle::Tensor out = host_empty(g.out_shape(), x.dtype(), place);
     paddle::Tensor stats =
         host_empty({g.stats_size()}, paddle::DataType::FLOAT32, place);
-    const int64_t ws_size = a.training ? g.workspace().total : 1;
-    paddle::Tensor ws = host_empty({ws_size}, x.dtype(), place);
+    TensorList result{out};
+    float* kept[kKeptCount] = {};
+    for (int k = 0; k < kKeptCount; ++k) {
+      result.push_back(host_empty(g.kept_shape(k, a.training), x.dtype(), place));
+      if (a.training && g.keeps(k)) kept[k] = result.back().data<float>();
+    }
     Ctx c = make_ctx(g, a, w, bias, scale, shift, &mean, &var,
                      stats.data<float>());
-    c.forward(x.data<float>(), out.data<float>(),
-              a.training ? ws.data<float>() : nullptr);
-    return TensorList{out, ws, stats};
+    c.forward(x.data<float>(), out.data<float>(), kept);
+    result.push_back(stats);
+    return result;
   });
 }
 
@@ -312,35 +315,30 @@ TensorList inception_backward_cpu(
     const paddle::Tensor& x, const TensorList& w, const TensorList& bias,
     const TensorList& scale, const TensorList& shift,
     const paddle::Tensor& out_in,
-    const paddle::Tensor& workspace, const paddle::Tensor& saved_stats,
+    const TensorList& kept_in, const paddle::Tensor& saved_stats,
     const paddle::Tensor& dout, const InceptionGeometry& g,
     const InceptionAttrs& a) {
   check_cpu(x, g);
   return run_guarded<dnnl::error>(kInceptionOp, "the backward of input " + shape_str(x.shape()), [&] {
     onednn::ScratchScope scope;
     const auto place = x.place();
-    const InceptionGeometry::Workspace L = g.workspace();
     const int64_t px = g.pixels(), Cm = g.merged_channels(),
                   Co = g.out_channels();
-    float* ws = nullptr;
+    float* kept[kKeptCount] = {};
     float* out = const_cast<float*>(out_in.data<float>());
-    FC_CHECK_ARG(saved_stats.numel() == g.stats_size(), kInceptionOp,
-                 "SavedStats", "has ", saved_stats.numel(),
-                 " elements, expected ", g.stats_size());
     Ctx c = make_ctx(g, a, w, bias, scale, shift, nullptr, nullptr,
                      const_cast<float*>(saved_stats.data<float>()));
     c.stats_given = true;
     if (a.training) {
-      FC_CHECK_ARG(workspace.numel() == L.total, kInceptionOp, "Workspace",
-                   "has ", workspace.numel(), " elements, expected ", L.total,
-                   " (was the forward run in training mode on this input?)");
-      ws = const_cast<float*>(workspace.data<float>());
+      for (int k = 0; k < kKeptCount; ++k)
+        if (g.keeps(k)) kept[k] = const_cast<float*>(kept_in[k].data<float>());
     } else {
       // Frozen statistics: nothing was kept; recompute it (same arithmetic,
       // so the same output).
-      ws = scratch(L.total);
+      for (int k = 0; k < kKeptCount; ++k)
+        kept[k] = scratch(px * g.kept_channels(k));
       out = scratch(px * Co);
-      c.forward(x.data<float>(), out, ws);
+      c.forward(x.data<float>(), out, kept);
     }
 
     paddle::Tensor dx = host_empty(x.shape(), x.dtype(), place);
@@ -363,7 +361,7 @@ TensorList inception_backward_cpu(
     PhaseTimer timer("inception backward");
     timer.mark(a.training ? "setup" : "recompute forward");
     float* d_out = const_cast<float*>(dout.data<float>());
-    float* merged = L.merged >= 0 ? ws + L.merged : nullptr;
+    float* merged = kept[kKeptMerged];  // null: training kept it not (no BN)
     float* dmerged = scratch(px * Cm);
 
     // Final stages: their slices of dOut.
@@ -376,14 +374,14 @@ TensorList inception_backward_cpu(
       dz[st] = scratch(px * g.C[st]);
       const int64_t off = g.out_offset(st);
       stage_bwd(st, c.slice(d_out, Co, off), c.slice(out, Co, off),
-                L.z[st] >= 0 ? c.dense(ws + L.z[st], g.C[st]) : no_z,
+                kept[kept_z(st)] ? c.dense(kept[kept_z(st)], g.C[st]) : no_z,
                 c.dense(dz[st], g.C[st]));
     }
     timer.mark("final stages bn/relu bwd");
     // KxK convolutions, then the reduce stages into the merged dz.
     for (int st : {kConv3, kConv5}) {
       const int red = st - 1;
-      float* in = ws + (st == kConv3 ? L.reduce3 : L.reduce5);
+      float* in = kept[st == kConv3 ? kKeptReduce3 : kKeptReduce5];
       float* din = scratch(px * g.C[red]);
       onednn::ConvBackwardPlan::get(g.stage(st), false)
           ->execute(in, c.w[st], dz[st], din, dw[st].data<float>(), nullptr,
@@ -433,7 +431,7 @@ TensorList inception_forward_cpu(const paddle::Tensor&, const TensorList&,
 TensorList inception_backward_cpu(
     const paddle::Tensor&, const TensorList&, const TensorList&,
     const TensorList&, const TensorList&, const paddle::Tensor&,
-    const paddle::Tensor&, const paddle::Tensor&, const paddle::Tensor&,
+    const TensorList&, const paddle::Tensor&, const paddle::Tensor&,
     const InceptionGeometry&, const InceptionAttrs&) {
   PD_THROW(kInceptionOp, ": this build has no oneDNN engine");
 }

@@ -29,9 +29,7 @@ int64_t InceptionGeometry::merged_offset(int s) const {
 }
 
 std::vector<int64_t> InceptionGeometry::out_shape() const {
-  const int64_t O = out_channels();
-  return nhwc ? std::vector<int64_t>{N, H, W, O}
-              : std::vector<int64_t>{N, O, H, W};
+  return activation_shape(out_channels());
 }
 
 ConvGeometry InceptionGeometry::merged() const {
@@ -52,22 +50,29 @@ ConvGeometry InceptionGeometry::stage(int s) const {
   return g;
 }
 
-InceptionGeometry::Workspace InceptionGeometry::workspace() const {
-  Workspace ws;
-  ws.z.fill(-1);
-  const int64_t px = pixels();
-  auto take = [&](int64_t channels) {
-    const int64_t at = ws.total;
-    ws.total += px * channels;
-    return at;
-  };
-  if (bn[kBranch1] || bn[kReduce3] || bn[kReduce5])
-    ws.merged = take(merged_channels());
-  ws.reduce3 = take(C[kReduce3]);
-  ws.reduce5 = take(C[kReduce5]);
-  for (int s : {kConv3, kConv5, kPoolProj})
-    if (bn[s]) ws.z[s] = take(C[s]);
-  return ws;
+bool InceptionGeometry::keeps(int k) const {
+  switch (k) {
+    case kKeptMerged: return bn[kBranch1] || bn[kReduce3] || bn[kReduce5];
+    case kKeptReduce3:
+    case kKeptReduce5: return true;
+    default: return bn[kKeptStage[k]];
+  }
+}
+
+int64_t InceptionGeometry::kept_channels(int k) const {
+  return k == kKeptMerged ? merged_channels() : C[kKeptStage[k]];
+}
+
+std::vector<int64_t> InceptionGeometry::activation_shape(
+    int64_t channels) const {
+  return nhwc ? std::vector<int64_t>{N, H, W, channels}
+              : std::vector<int64_t>{N, channels, H, W};
+}
+
+std::vector<int64_t> InceptionGeometry::kept_shape(int k,
+                                                   bool training) const {
+  if (!training || !keeps(k)) return {1};
+  return activation_shape(kept_channels(k));
 }
 
 int64_t InceptionGeometry::stats_offset(int s) const {

@@ -80,10 +80,20 @@ InceptionGeometry check_inputs(const paddle::Tensor& x, const TensorList& w,
   return g;
 }
 
-[[noreturn]] void unsupported_device(const paddle::Tensor& x) {
-  PD_THROW(kInceptionOp, ": argument 'x' is on ", x.place(),
-           "; the Inception op runs on CPU tensors only so far (float32, "
-           "oneDNN engine). Use the stock layers (fused=False) on GPU.");
+const char* const kKeptNames[kKeptCount] = {
+    "SavedMerged", "SavedReduce3", "SavedReduce5",
+    "SavedZ3",     "SavedZ5",      "SavedZProj"};
+
+// What training kept must be what this geometry keeps.
+void check_kept(const TensorList& kept, const InceptionGeometry& g,
+                const paddle::Tensor& x) {
+  for (int k = 0; k < kKeptCount; ++k) {
+    const auto want = g.kept_shape(k, true);
+    FC_CHECK_ARG(kept[k].shape() == want && kept[k].dtype() == x.dtype(),
+                 kInceptionOp, kKeptNames[k], "has shape ",
+                 shape_str(kept[k].shape()), ", expected ", shape_str(want),
+                 " (was the forward run in training mode on this input?)");
+  }
 }
 
 // The differentiable parameters are six separate inputs each (weights,
@@ -108,34 +118,52 @@ TensorList InceptionForward(const Tensor& x, FC_SIX(const Tensor&, w),
   const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
                                       stage_relu, relu_after_concat);
   const InceptionGeometry g = check_inputs(x, W, B, S, H, &mean, &var, a);
-  if (!x.is_cpu()) unsupported_device(x);
-  // {Out, Workspace, SavedStats}; MeanOut/VarOut are the inputs, updated in
+  // {Out, Kept..., SavedStats}; MeanOut/VarOut are the inputs, updated in
   // place.
-  return inception_forward_cpu(x, W, B, S, H, mean, var, g, a);
+  if (x.is_cpu()) return inception_forward_cpu(x, W, B, S, H, mean, var, g, a);
+#ifdef PADDLE_WITH_CUDA
+  if (x.is_gpu())
+    return inception_forward_cuda(x, W, B, S, H, mean, var, g, a);
+#endif
+  unsupported_device(kInceptionOp, x.place());
 }
 
 TensorList InceptionBackward(const Tensor& x, FC_SIX(const Tensor&, w),
                              FC_SIX(const Tensor&, b),
                              FC_SIX(const Tensor&, s),
                              FC_SIX(const Tensor&, h), const Tensor& out,
-                             const Tensor& workspace, const Tensor& saved_stats,
-                             const Tensor& dout, const std::string& data_format,
+                             FC_SIX(const Tensor&, k),
+                             const Tensor& saved_stats, const Tensor& dout,
+                             const std::string& data_format,
                              bool training, float momentum, float epsilon,
                              const std::vector<int>& stage_relu,
                              bool relu_after_concat) {
   const TensorList W = FC_LIST(w), B = FC_LIST(b), S = FC_LIST(s),
-                   H = FC_LIST(h);
+                   H = FC_LIST(h), K = FC_LIST(k);
   const InceptionAttrs a = make_attrs(data_format, training, momentum, epsilon,
                                       stage_relu, relu_after_concat);
   const InceptionGeometry g =
       check_inputs(x, W, B, S, H, nullptr, nullptr, a);
+  if (a.training) check_kept(K, g, x);
   FC_CHECK_ARG(dout.shape() == g.out_shape() && dout.dtype() == x.dtype() &&
                    out.shape() == g.out_shape(),
                kInceptionOp, "grad_out", "must match the output (shape ",
                shape_str(g.out_shape()), "), got ", shape_str(dout.shape()));
-  if (!x.is_cpu()) unsupported_device(x);
-  TensorList grads = inception_backward_cpu(x, W, B, S, H, out, workspace,
-                                            saved_stats, dout, g, a);
+  FC_CHECK_ARG(saved_stats.numel() == g.stats_size(), kInceptionOp,
+               "SavedStats", "has ", saved_stats.numel(),
+               " elements, expected ", g.stats_size());
+  TensorList grads;
+  if (x.is_cpu()) {
+    grads = inception_backward_cpu(x, W, B, S, H, out, K, saved_stats, dout,
+                                   g, a);
+#ifdef PADDLE_WITH_CUDA
+  } else if (x.is_gpu()) {
+    grads = inception_backward_cuda(x, W, B, S, H, out, K, saved_stats, dout,
+                                    g, a);
+#endif
+  } else {
+    unsupported_device(kInceptionOp, x.place());
+  }
   // Gradients of absent inputs: zeros shaped like their placeholders.
   const TensorList* inputs[4] = {&W, &B, &S, &H};
   for (int k = 1; k < 4; ++k)
@@ -159,9 +187,9 @@ Shapes InceptionInferShape(const Shape& x, FC_SIX(const Shape&, w),
                            bool relu_after_concat) {
   const InceptionGeometry g = make_inception_geometry(
       x, FC_LIST(w), FC_LIST(b), FC_LIST(s), data_format, true);
-  const bool known = g.N > 0 && g.H > 0 && g.W > 0;
   Shapes out{g.out_shape()};  // (in-place outputs are not listed)
-  out.push_back({training ? (known ? g.workspace().total : -1) : 1});
+  for (int k = 0; k < kKeptCount; ++k)
+    out.push_back(g.kept_shape(k, training));  // unknown sizes stay -1
   out.push_back({g.stats_size()});
   return out;
 }
@@ -172,14 +200,16 @@ std::vector<DType> InceptionInferDtype(const DType& x, FC_SIX(const DType&, w),
                                        FC_SIX(const DType&, h),
                                        const std::vector<DType>& mean,
                                        const std::vector<DType>& var) {
-  return {x, x, DType::FLOAT32};
+  std::vector<DType> r(1 + kKeptCount, x);
+  r.push_back(DType::FLOAT32);
+  return r;
 }
 
 Shapes InceptionGradInferShape(const Shape& x, FC_SIX(const Shape&, w),
                                FC_SIX(const Shape&, b),
                                FC_SIX(const Shape&, s),
                                FC_SIX(const Shape&, h), const Shape& out,
-                               const Shape& workspace, const Shape& stats,
+                               FC_SIX(const Shape&, k), const Shape& stats,
                                const Shape& dout) {
   Shapes r{x};
   for (const Shapes& l : {Shapes FC_LIST(w), Shapes FC_LIST(b),
@@ -191,7 +221,7 @@ Shapes InceptionGradInferShape(const Shape& x, FC_SIX(const Shape&, w),
 std::vector<DType> InceptionGradInferDtype(
     const DType& x, FC_SIX(const DType&, w), FC_SIX(const DType&, b),
     FC_SIX(const DType&, s), FC_SIX(const DType&, h), const DType& out,
-    const DType& workspace, const DType& stats, const DType& dout) {
+    FC_SIX(const DType&, k), const DType& stats, const DType& dout) {
   std::vector<DType> r{x};
   for (const std::vector<DType>& l :
        {std::vector<DType> FC_LIST(w), std::vector<DType> FC_LIST(b),
@@ -211,6 +241,20 @@ std::vector<std::string> param_names(bool grad) {
   return names;
 }
 
+const std::vector<std::string>& kept_names() {
+  static const std::vector<std::string> names(kKeptNames,
+                                              kKeptNames + kKeptCount);
+  return names;
+}
+
+std::vector<std::string> forward_outputs() {
+  std::vector<std::string> n{"Out", paddle::Vec("MeanOut"),
+                             paddle::Vec("VarOut")};
+  n.insert(n.end(), kept_names().begin(), kept_names().end());
+  n.push_back("SavedStats");
+  return n;
+}
+
 std::vector<std::string> forward_inputs() {
   std::vector<std::string> n = param_names(false);
   n.push_back(paddle::Vec("RunningMean"));
@@ -220,7 +264,9 @@ std::vector<std::string> forward_inputs() {
 
 std::vector<std::string> grad_inputs() {
   std::vector<std::string> n = param_names(false);
-  for (const char* e : {"Out", "Workspace", "SavedStats"}) n.push_back(e);
+  n.push_back("Out");
+  n.insert(n.end(), kept_names().begin(), kept_names().end());
+  n.push_back("SavedStats");
   n.push_back(paddle::Grad("Out"));
   return n;
 }
@@ -235,8 +281,7 @@ std::vector<std::string> grad_inputs() {
 
 PD_BUILD_OP(fastconv_inception)
     .Inputs(fastconv::forward_inputs())
-    .Outputs({"Out", paddle::Vec("MeanOut"), paddle::Vec("VarOut"),
-              "Workspace", "SavedStats"})
+    .Outputs(fastconv::forward_outputs())
     .Attrs(FC_INCEPTION_ATTRS)
     .SetInplaceMap({{paddle::Vec("RunningMean"), paddle::Vec("MeanOut")},
                     {paddle::Vec("RunningVar"), paddle::Vec("VarOut")}})

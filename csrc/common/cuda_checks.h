@@ -1,0 +1,45 @@
+// Glue between paddle::Tensor and the CUDA launchers (CUDA builds only): the
+// kernels' dtype of an activation tensor and launch-error checks, both
+// raising errors that name the op.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "conv_bn_act/bn_act_cuda.h"
+#include "paddle/extension.h"
+
+namespace fastconv {
+
+// The launchers' dtype of a GPU activation; other dtypes are an error naming
+// the op and the argument.
+inline cuda::DType cuda_dtype(const paddle::Tensor& t, const char* op,
+                              const char* arg) {
+  switch (t.dtype()) {
+    case paddle::DataType::FLOAT32: return cuda::DType::kFloat32;
+    case paddle::DataType::FLOAT16: return cuda::DType::kFloat16;
+    case paddle::DataType::BFLOAT16: return cuda::DType::kBFloat16;
+    default:
+      PD_THROW(op, ": argument '", arg, "' dtype ", t.dtype(),
+               " is not supported on GPU (float32, float16, bfloat16)");
+  }
+}
+
+inline size_t cuda_dtype_size(cuda::DType dt) {
+  return dt == cuda::DType::kFloat32 ? 4 : 2;
+}
+
+// A launcher's error (bad sizes, launch failure) as a Paddle error.
+inline void check_launch(cudaError_t err, const char* op, const char* what) {
+  PD_CHECK(err == cudaSuccess, op, ": CUDA kernel ", what,
+           " failed: ", cudaGetErrorString(err));
+}
+
+// Activation layout of a 4-D tensor with `channels` channels for the
+// launchers.
+inline cuda::ChannelView channel_view(int64_t n, int64_t h, int64_t w,
+                                      int64_t channels, bool channels_last) {
+  return channels_last ? cuda::ChannelView{n * h * w, channels, 1}
+                       : cuda::ChannelView{n, channels, h * w};
+}
+
+}  // namespace fastconv
