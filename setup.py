@@ -7,7 +7,8 @@ Environment variables:
   PADDLE_FASTCONV_WITH_CUDA   auto (default): build the CUDA engine when nvcc is
                               found and Paddle is CUDA-enabled; 1: force it (a
                               compile-only build against a CPU Paddle, as CI
-                              does); 0: never.
+                              does); 0: never; host: a test build whose CUDA
+                              engine runs CPU tensors with emulated kernels.
   PADDLE_FASTCONV_CUDA_ARCHS  e.g. "75;80;86;89;90" (the default), filtered by
                               what the found nvcc supports; PTX is added for
                               the newest.

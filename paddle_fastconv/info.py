@@ -28,7 +28,10 @@ def info_dict():
         "cpu_engine": ("oneDNN %s (headers %s)" % (runtime.onednn_version(), b["onednn_headers"])
                        if runtime.onednn_available() else "Paddle conv API (no oneDNN in this Paddle)"),
         "cpu_conv_engine_active": runtime.get_cpu_conv_engine(),
-        "cuda_engine": ("sm_%s + PTX compute_%s" % (",sm_".join(map(str, b["cuda_archs"])), b["cuda_ptx"])
+        "cuda_engine": ("on the host: a test build whose CUDA engine runs CPU tensors "
+                        "with emulated kernels" if b.get("cuda_on_host") else
+                        "sm_%s + PTX compute_%s" % (",sm_".join(map(str, b["cuda_archs"])),
+                                                    b["cuda_ptx"])
                         if b["cuda_archs"] else "not built (%s)" % b["cuda_reason"]),
         "gpu_devices": gpu_count(),
         "openmp_runtime": b.get("openmp", "?"),

@@ -7,6 +7,14 @@ from hypothesis import HealthCheck, settings
 
 import paddle
 import paddle_fastconv  # noqa: F401  (loads the op library)
+from paddle_fastconv import _loader
+
+# test_cuda_engine_on_host.py runs suites against the host-mode build (the
+# CUDA engine on CPU tensors): never against another build by mistake.
+if os.environ.get("PADDLE_FASTCONV_EXPECT_CUDA_ON_HOST") == "1":
+    assert _loader.BUILD_INFO.get("cuda_on_host"), (
+        "expected the host-mode build, imported " + _loader.LIBRARY_PATH)
+CUDA_ON_HOST = bool(_loader.BUILD_INFO.get("cuda_on_host"))
 
 # The suite's own thread count: explicit, so runs are reproducible.
 paddle_fastconv.set_num_threads(int(os.environ.get("PADDLE_FASTCONV_TEST_THREADS", "2")))

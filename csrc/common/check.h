@@ -41,11 +41,24 @@ auto run_guarded(const char* op, const std::string& context, F&& body)
   }
 }
 
+// Whether the CUDA engine runs x: GPU tensors in CUDA builds
+// (FASTCONV_WITH_CUDA); in the host test build (FASTCONV_CUDA_ON_HOST, see
+// tools/build_config.py) CPU tensors, with the kernels emulated on the host.
+inline bool runs_on_cuda_engine(const paddle::Tensor& x) {
+#if defined(FASTCONV_CUDA_ON_HOST)
+  return x.is_cpu();
+#elif defined(FASTCONV_WITH_CUDA)
+  return x.is_gpu();
+#else
+  return false;
+#endif
+}
+
 // An input on a device this build has no engine for.
 [[noreturn]] inline void unsupported_device(const char* op,
                                             const paddle::Place& p) {
   PD_THROW(op, ": argument 'x' is on ", p, ", but this build supports CPU",
-#ifdef PADDLE_WITH_CUDA
+#ifdef FASTCONV_WITH_CUDA
            " and GPU",
 #else
            " only (built without CUDA)",

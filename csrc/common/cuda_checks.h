@@ -1,4 +1,4 @@
-// Glue between paddle::Tensor and the CUDA launchers (CUDA builds only): the
+// Glue between paddle::Tensor and the CUDA launchers (CUDA engine only): the
 // kernels' dtype of an activation tensor and launch-error checks, both
 // raising errors that name the op.
 #pragma once
@@ -26,6 +26,16 @@ inline cuda::DType cuda_dtype(const paddle::Tensor& t, const char* op,
 
 inline size_t cuda_dtype_size(cuda::DType dt) {
   return dt == cuda::DType::kFloat32 ? 4 : 2;
+}
+
+// The stream x's kernels run on (the host test build has none).
+inline cudaStream_t cuda_stream_of(const paddle::Tensor& x) {
+#ifdef FASTCONV_CUDA_ON_HOST
+  (void)x;
+  return nullptr;
+#else
+  return x.stream();
+#endif
 }
 
 // A launcher's error (bad sizes, launch failure) as a Paddle error.

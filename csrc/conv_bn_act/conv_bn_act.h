@@ -95,7 +95,7 @@ std::vector<paddle::Tensor> conv_backward_cpu(const ConvGeometry& g,
                                               const paddle::Tensor& w,
                                               const paddle::Tensor& dz);
 
-#ifdef PADDLE_WITH_CUDA
+#ifdef FASTCONV_WITH_CUDA
 std::vector<paddle::Tensor> conv_bn_act_forward_cuda(
     const paddle::Tensor& x, const paddle::Tensor& w, const OptTensor& bias,
     const paddle::Tensor& scale, const paddle::Tensor& shift,

@@ -56,7 +56,7 @@ paddle::Tensor conv_plus_bias(const paddle::Tensor& x, const paddle::Tensor& w,
     paddle::Tensor b32 = f32(*bias);
     check_launch(cuda::launch_bias_act_forward(
                      dtype_of(x), z.data(), nullptr, b32.data<float>(), false,
-                     z.data(), out_view(g), x.stream()),
+                     z.data(), out_view(g), cuda_stream_of(x)),
                  "bias_act_forward");
   }
   return z;
@@ -71,7 +71,7 @@ std::vector<paddle::Tensor> conv_bn_act_forward_cuda(
     const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a) {
   const DType dt = dtype_of(x);
   const auto place = x.place();
-  const auto stream = x.stream();
+  const auto stream = cuda_stream_of(x);
   const cuda::ChannelView v = out_view(g);
   const int64_t O = g.O;
   auto f32_empty = [&](int64_t n) {
@@ -130,7 +130,7 @@ std::vector<paddle::Tensor> conv_bn_act_backward_cuda(
     const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a) {
   const DType dt = dtype_of(x);
   const auto place = x.place();
-  const auto stream = x.stream();
+  const auto stream = cuda_stream_of(x);
   const cuda::ChannelView v = out_view(g);
   const int64_t O = g.O;
   // Eval-mode backward recomputes z (it was not kept).

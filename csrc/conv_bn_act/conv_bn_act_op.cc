@@ -15,14 +15,14 @@ std::vector<paddle::Tensor> conv_bn_act_forward(
     paddle::Tensor& running_mean, paddle::Tensor& running_var,
     const OptTensor& residual, const ConvGeometry& g, const ConvBnActAttrs& a,
     const char* op) {
-  if (x.is_cpu())
-    return conv_bn_act_forward_cpu(x, w, bias, scale, shift, running_mean,
-                                   running_var, residual, g, a);
-#ifdef PADDLE_WITH_CUDA
-  if (x.is_gpu())
+#ifdef FASTCONV_WITH_CUDA
+  if (runs_on_cuda_engine(x))
     return conv_bn_act_forward_cuda(x, w, bias, scale, shift, running_mean,
                                     running_var, residual, g, a);
 #endif
+  if (x.is_cpu())
+    return conv_bn_act_forward_cpu(x, w, bias, scale, shift, running_mean,
+                                   running_var, residual, g, a);
   unsupported_device(op, x.place());
 }
 
@@ -33,14 +33,14 @@ std::vector<paddle::Tensor> conv_bn_act_backward(
     const paddle::Tensor& saved_mean, const paddle::Tensor& saved_invstd,
     const paddle::Tensor& dy, const ConvGeometry& g, const ConvBnActAttrs& a,
     const char* op) {
-  if (x.is_cpu())
-    return conv_bn_act_backward_cpu(x, w, bias, scale, residual, y, saved_z,
-                                    saved_mean, saved_invstd, dy, g, a);
-#ifdef PADDLE_WITH_CUDA
-  if (x.is_gpu())
+#ifdef FASTCONV_WITH_CUDA
+  if (runs_on_cuda_engine(x))
     return conv_bn_act_backward_cuda(x, w, bias, scale, residual, y, saved_z,
                                      saved_mean, saved_invstd, dy, g, a);
 #endif
+  if (x.is_cpu())
+    return conv_bn_act_backward_cpu(x, w, bias, scale, residual, y, saved_z,
+                                    saved_mean, saved_invstd, dy, g, a);
   unsupported_device(op, x.place());
 }
 

@@ -143,7 +143,7 @@ TensorList inception_backward_cpu(
     const paddle::Tensor& dout, const InceptionGeometry& g,
     const InceptionAttrs& a);
 
-#ifdef PADDLE_WITH_CUDA
+#ifdef FASTCONV_WITH_CUDA
 // The CUDA engine, same contracts (float32, float16, bfloat16 activations).
 TensorList inception_forward_cuda(const paddle::Tensor& x, const TensorList& w,
                                   const TensorList& bias,

@@ -50,7 +50,7 @@ struct Engine {
         a(attrs),
         dt(cuda_dtype(x, kInceptionOp, "x")),
         place(x.place()),
-        stream(x.stream()) {}
+        stream(cuda_stream_of(x)) {}
 
   const InceptionGeometry& g;
   const InceptionAttrs& a;

@@ -120,11 +120,11 @@ TensorList InceptionForward(const Tensor& x, FC_SIX(const Tensor&, w),
   const InceptionGeometry g = check_inputs(x, W, B, S, H, &mean, &var, a);
   // {Out, Kept..., SavedStats}; MeanOut/VarOut are the inputs, updated in
   // place.
-  if (x.is_cpu()) return inception_forward_cpu(x, W, B, S, H, mean, var, g, a);
-#ifdef PADDLE_WITH_CUDA
-  if (x.is_gpu())
+#ifdef FASTCONV_WITH_CUDA
+  if (runs_on_cuda_engine(x))
     return inception_forward_cuda(x, W, B, S, H, mean, var, g, a);
 #endif
+  if (x.is_cpu()) return inception_forward_cpu(x, W, B, S, H, mean, var, g, a);
   unsupported_device(kInceptionOp, x.place());
 }
 
@@ -153,14 +153,15 @@ TensorList InceptionBackward(const Tensor& x, FC_SIX(const Tensor&, w),
                "SavedStats", "has ", saved_stats.numel(),
                " elements, expected ", g.stats_size());
   TensorList grads;
+#ifdef FASTCONV_WITH_CUDA
+  if (runs_on_cuda_engine(x)) {
+    grads = inception_backward_cuda(x, W, B, S, H, out, K, saved_stats, dout,
+                                    g, a);
+  } else
+#endif
   if (x.is_cpu()) {
     grads = inception_backward_cpu(x, W, B, S, H, out, K, saved_stats, dout,
                                    g, a);
-#ifdef PADDLE_WITH_CUDA
-  } else if (x.is_gpu()) {
-    grads = inception_backward_cuda(x, W, B, S, H, out, K, saved_stats, dout,
-                                    g, a);
-#endif
   } else {
     unsupported_device(kInceptionOp, x.place());
   }
@@ -200,9 +201,10 @@ std::vector<DType> InceptionInferDtype(const DType& x, FC_SIX(const DType&, w),
                                        FC_SIX(const DType&, h),
                                        const std::vector<DType>& mean,
                                        const std::vector<DType>& var) {
-  std::vector<DType> r(1 + kKeptCount, x);
-  r.push_back(DType::FLOAT32);
-  return r;
+  // Out, the kept tensors (x's dtype), SavedStats. (Spelled out: GCC 12
+  // flags a sized vector plus push_back with a false -Warray-bounds.)
+  static_assert(kKeptCount == 6, "one x per kept tensor");
+  return {x, x, x, x, x, x, x, DType::FLOAT32};
 }
 
 Shapes InceptionGradInferShape(const Shape& x, FC_SIX(const Shape&, w),

@@ -31,7 +31,7 @@ using Tensor = paddle::Tensor;
 bool nhwc_inside(const Tensor& x, const ResnetBlockGeometry& g,
                  const ResnetBlockAttrs& a) {
 #ifdef FASTCONV_WITH_ONEDNN
-  return !a.training && x.is_cpu() && !g.nhwc &&
+  return !a.training && x.is_cpu() && !runs_on_cuda_engine(x) && !g.nhwc &&
          x.dtype() == paddle::DataType::FLOAT32 &&
          cpu_conv_engine() == CpuConvEngine::kOneDNN;
 #else

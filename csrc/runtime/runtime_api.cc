@@ -14,6 +14,10 @@
 #include "onednn/conv_onednn.h"
 #endif
 
+#ifdef FASTCONV_CUDA_ON_HOST
+#include "common/cuda_emulation.h"
+#endif
+
 extern "C" {
 
 int fastconv_get_num_threads() { return fastconv::cpu::num_threads(); }
@@ -101,5 +105,13 @@ int fastconv_set_cpu_conv_engine(int e) {
              ? 1
              : 0;
 }
+
+#ifdef FASTCONV_CUDA_ON_HOST
+// Host test build only (see tools/build_config.py): kernel launches so far,
+// so its tests can check that the CUDA engine, not the CPU one, ran.
+int64_t fastconv_emulated_kernel_launches() {
+  return static_cast<int64_t>(fc_emu::launch_log().size());
+}
+#endif
 
 }  // extern "C"
