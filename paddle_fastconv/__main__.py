@@ -21,7 +21,7 @@ def _parser():
                    choices=["resnet50", "googlenet", "all", "none"],
                    help="whole model(s) at --image-size: stock, fused (NCHW and "
                         "channels_last) and paddle.inference with oneDNN "
-                        "(default resnet50; googlenet runs on the CPU at 224 only)")
+                        "(default resnet50; googlenet at 224 only)")
     b.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     b.add_argument("--mode", choices=["eval", "train", "both"], default="both",
                    help="eval (no_grad forward) or train (forward+backward); default both")
@@ -91,9 +91,6 @@ def main(argv=None):
     if "googlenet" in models and args.image_size != 224:
         raise SystemExit("bench: googlenet takes 224x224 images only (its auxiliary heads "
                          "fix the size); use --image-size 224")
-    if "googlenet" in models and paddle.get_device() != "cpu":
-        raise SystemExit("bench: the fused Inception op runs on the CPU only so far; "
-                         "use --device cpu for googlenet")
     bench.run(layers, args.batch, modes, args.data_format, args.repeat, args.json,
               models=models, image_size=args.image_size, png_path=args.png)
 

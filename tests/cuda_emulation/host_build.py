@@ -6,9 +6,10 @@ slices, what is kept for backward, the parameter gradients) with the
 production kernels, without a GPU.
 
 The build is a copy of the sources in the emulation cache
-($FC_EMU_CACHE_DIR, see build.py), keyed by a hash of everything it reads,
-so a session rebuilds only after a change.  Nothing is written into the
-repository."""
+($FC_EMU_CACHE_DIR, see build.py), keyed by a hash of everything the
+compiled library depends on, so a session rebuilds only after such a change;
+the Python package is refreshed from the repository on every use.  Nothing
+is written into the repository."""
 import glob
 import hashlib
 import os
@@ -18,8 +19,9 @@ import sys
 
 from .build import ROOT, BuildError, _compiler_id, cache_dir, compiler
 
-# What the build reads, relative to the repository root.
-_TREES = ("csrc", "tools", "paddle_fastconv", os.path.join("tests", "cuda_emulation", "include"))
+# What the compiled library depends on, relative to the repository root.
+_TREES = ("csrc", "tools", os.path.join("tests", "cuda_emulation", "include"))
+_PACKAGE = "paddle_fastconv"
 _FILES = ("setup.py", "pyproject.toml")
 _IGNORE = shutil.ignore_patterns("*.so", "_build_info.py", "cuda_build_report.txt",
                                  "__pycache__", "*.pyc")
@@ -55,11 +57,12 @@ def build_host_package():
         raise BuildError("no C++ compiler: set CXX or install g++")
     dest = os.path.join(cache_dir(), "host-engine-" + _key())
     if os.path.exists(os.path.join(dest, ".built")):
+        _sync_package(dest)
         return dest
     tmp = "%s.%d.tmp" % (dest, os.getpid())
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    for tree in _TREES:
+    for tree in _TREES + (_PACKAGE,):
         shutil.copytree(os.path.join(ROOT, tree), os.path.join(tmp, tree), ignore=_IGNORE)
     for f in _FILES:
         shutil.copyfile(os.path.join(ROOT, f), os.path.join(tmp, f))
@@ -74,4 +77,24 @@ def build_host_package():
         os.replace(tmp, dest)
     except OSError:  # another session finished the same build first
         shutil.rmtree(tmp, ignore_errors=True)
+        _sync_package(dest)
     return dest
+
+
+def _sync_package(dest):
+    """The repository's Python sources over the cached copy's (the compiled
+    library and its build info stay)."""
+    src_root = os.path.join(ROOT, _PACKAGE)
+    for src in glob.glob(os.path.join(src_root, "**", "*.py"), recursive=True):
+        if src.endswith("_build_info.py") or "__pycache__" in src:
+            continue
+        dst = os.path.join(dest, _PACKAGE, os.path.relpath(src, src_root))
+        with open(src, "rb") as f:
+            text = f.read()
+        if os.path.exists(dst):
+            with open(dst, "rb") as f:
+                if f.read() == text:
+                    continue
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        with open(dst, "wb") as f:
+            f.write(text)
