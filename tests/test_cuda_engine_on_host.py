@@ -26,7 +26,11 @@ TESTS = os.path.dirname(os.path.abspath(__file__))
 # The parity suites of the ops with a CUDA engine (and the models and static
 # graphs built from them).
 SUITES = ["test_conv_bn_act.py", "test_inception.py", "test_resnet_block.py",
-          "test_static_graph.py", "test_googlenet.py"]
+          "test_static_graph.py", "test_googlenet.py",
+          # a whole ResNet-50: every parameter gradient against float64, and
+          # three SGD-momentum steps against stock
+          "test_fusion.py::test_fused_resnet50_gradients_against_float64_oracle",
+          "test_fusion.py::test_three_sgd_momentum_steps_match"]
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +84,7 @@ def test_fused_ops_run_on_the_cuda_engine(host_package):
         assert op + " " in p.stdout
 
 
-@pytest.mark.parametrize("suite", SUITES)
+@pytest.mark.parametrize("suite", SUITES, ids=lambda s: s.replace(".py", ""))
 def test_parity_suite_on_the_cuda_engine(host_package, suite):
     p = _child(host_package, ["-m", "pytest", "-q", "-p", "no:cacheprovider",
                               os.path.join(TESTS, suite)])

@@ -78,7 +78,18 @@ def build_host_package():
     except OSError:  # another session finished the same build first
         shutil.rmtree(tmp, ignore_errors=True)
         _sync_package(dest)
+    _prune(keep=dest)
     return dest
+
+
+def _prune(keep, newest=2):
+    """Drops all but the `newest` finished host builds (about 100 MB each)."""
+    done = [d for d in glob.glob(os.path.join(cache_dir(), "host-engine-*"))
+            if os.path.exists(os.path.join(d, ".built"))]
+    done.sort(key=lambda d: os.path.getmtime(os.path.join(d, ".built")), reverse=True)
+    for d in done[newest:]:
+        if d != keep:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def _sync_package(dest):
