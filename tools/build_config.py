@@ -125,6 +125,7 @@ def configure():
     c.paddle_version = paddle.__version__
     c.paddle_dir = os.path.dirname(paddle.__file__)
     c.cuda, c.cuda_reason = _find_cuda(paddle)
+    c.cuda_on_host = bool(c.cuda and c.cuda.get("host"))
     gen_dir = os.path.join(ROOT, "build", "fastconv_generated")
     os.makedirs(gen_dir, exist_ok=True)
     inc, c.onednn_lib = _find_onednn(c.paddle_dir)
@@ -146,7 +147,7 @@ def configure():
 
     # Paddle's headers go in as system headers so our own code can be built
     # with -Wall -Wextra without their warnings.
-    paddle_incs = eu.find_paddle_includes(bool(c.cuda and not c.cuda.get("host")))
+    paddle_incs = eu.find_paddle_includes(bool(c.cuda) and not c.cuda_on_host)
     # -fvisibility-inlines-hidden and -Bsymbolic: Paddle's libraries export
     # their own copies of oneDNN's inline C++ functions (built from other
     # headers); without these, our calls would bind to them at load time.
@@ -193,7 +194,6 @@ def configure():
     ldflags += ["-Wl,--as-needed",
                 "-Wl,-rpath," + base_dir + ":" + libs_dir]
     c.archs = c.skipped_archs = []
-    c.cuda_on_host = bool(c.cuda and c.cuda.get("host"))
     if c.cuda_on_host:
         # Test build (PADDLE_FASTCONV_WITH_CUDA=host): the CUDA engine runs on
         # CPU tensors, its kernels compiled as host C++ under the CPU emulator

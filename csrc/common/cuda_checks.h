@@ -24,10 +24,6 @@ inline cuda::DType cuda_dtype(const paddle::Tensor& t, const char* op,
   }
 }
 
-inline size_t cuda_dtype_size(cuda::DType dt) {
-  return dt == cuda::DType::kFloat32 ? 4 : 2;
-}
-
 // The stream x's kernels run on (the host test build has none).
 inline cudaStream_t cuda_stream_of(const paddle::Tensor& x) {
 #ifdef FASTCONV_CUDA_ON_HOST
@@ -36,6 +32,14 @@ inline cudaStream_t cuda_stream_of(const paddle::Tensor& x) {
 #else
   return x.stream();
 #endif
+}
+
+// t as float32 (the launchers' per-channel operands, e.g. a conv bias of
+// the activation dtype, are float32).
+inline paddle::Tensor float32_of(const paddle::Tensor& t) {
+  return t.dtype() == paddle::DataType::FLOAT32
+             ? t
+             : paddle::experimental::cast(t, paddle::DataType::FLOAT32);
 }
 
 // A launcher's error (bad sizes, launch failure) as a Paddle error.

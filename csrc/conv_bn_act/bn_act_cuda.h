@@ -38,7 +38,8 @@ struct ChannelView {
 // Row strides, in channels, of operands that are channel slices of a wider
 // tensor: such an operand's pointer is at its first channel and element
 // (o, c, i) lives at (o * ld + c) * inner + i, ld = the wider tensor's channel
-// count (>= channels). 0 = dense (ld = channels). Residuals and their
+// count (>= channels). 0 = dense (ld = channels). Each launcher reads the
+// fields of the operands it has (conv_out is z); residuals and their
 // gradient are always dense.
 struct SliceStrides {
   int64_t z = 0, y = 0, dy = 0, dz = 0;
@@ -60,7 +61,7 @@ cudaError_t launch_bn_stats(DType dt, const void* z, ChannelView v,
                             float momentum, float eps, float* save_mean,
                             float* save_invstd, float* coef_a, float* coef_b,
                             void* workspace, cudaStream_t stream,
-    SliceStrides ld = {});
+                            SliceStrides ld = {});
 
 // y = act(z * a[c] + b[c] (+ residual)), act = relu if `relu`.
 // residual may be null. Also used as the eval epilogue with a = 1, b = bias
@@ -69,7 +70,7 @@ cudaError_t launch_bn_act_forward(DType dt, const void* z, const void* residual,
                                   const float* coef_a, const float* coef_b,
                                   bool relu, void* y, ChannelView v,
                                   cudaStream_t stream,
-    SliceStrides ld = {});
+                                  SliceStrides ld = {});
 
 // Eval epilogue: y = act(conv_out + bias[c] (+ residual)). In place allowed
 // (y == conv_out).
@@ -77,7 +78,7 @@ cudaError_t launch_bias_act_forward(DType dt, const void* conv_out,
                                     const void* residual, const float* bias,
                                     bool relu, void* y, ChannelView v,
                                     cudaStream_t stream,
-    SliceStrides ld = {});
+                                    SliceStrides ld = {});
 
 // Backward reduction. g = relu ? dy * (y > 0) : dy.
 //   dbeta[c]  = sum g
@@ -90,7 +91,7 @@ cudaError_t launch_bn_act_backward_reduce(DType dt, const void* dy,
                                           ChannelView v, float* dgamma,
                                           float* dbeta, void* workspace,
                                           cudaStream_t stream,
-    SliceStrides ld = {});
+                                          SliceStrides ld = {});
 
 // Backward apply.
 //   training: dz = gamma*invstd * (g - dbeta/count - (z-mean)*invstd*dgamma/count)
@@ -100,8 +101,7 @@ cudaError_t launch_bn_act_backward_apply(
     DType dt, const void* dy, const void* y, const void* z, const float* mean,
     const float* invstd, const float* gamma, const float* dgamma,
     const float* dbeta, bool relu, bool training, ChannelView v, void* dz,
-    void* dres, cudaStream_t stream,
-    SliceStrides ld = {});
+    void* dres, cudaStream_t stream, SliceStrides ld = {});
 
 // Eval-mode folding of BN into the convolution.
 //   s[o] = gamma[o] / sqrt(running_var[o] + eps)

@@ -59,8 +59,8 @@ __global__ void __launch_bounds__(kBlock) bn_backward_partial_nchw_kernel(
     const T* __restrict__ dy, const T* __restrict__ y,
     const T* __restrict__ z, const float* __restrict__ mean, bool relu,
     int64_t channels, RowLds ld, int64_t inner_u, int64_t plane_u,
-    int64_t chunk_u,
-    int64_t partials, float* __restrict__ ws_g, float* __restrict__ ws_gz) {
+    int64_t chunk_u, int64_t partials, float* __restrict__ ws_g,
+    float* __restrict__ ws_gz) {
   constexpr int kIlp = ilp_for(VEC * sizeof(T));
   const int64_t p = blockIdx.x;
   const int64_t k_begin = p * chunk_u;
@@ -110,8 +110,7 @@ __global__ void __launch_bounds__(kBlock) bn_backward_partial_nhwc_kernel(
     const T* __restrict__ dy, const T* __restrict__ y,
     const T* __restrict__ z, const float* __restrict__ mean, bool relu,
     int64_t rows, int64_t channels, RowLds ld, int64_t rows_per_part,
-    int64_t partials,
-    float* __restrict__ ws_g, float* __restrict__ ws_gz) {
+    int64_t partials, float* __restrict__ ws_g, float* __restrict__ ws_gz) {
   constexpr int kIlp = ilp_for(VEC * sizeof(T));
   __shared__ float s_g[VEC][kBlock];
   __shared__ float s_gz[VEC][kBlock];

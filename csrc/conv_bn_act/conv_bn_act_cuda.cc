@@ -35,12 +35,6 @@ paddle::Tensor conv(const paddle::Tensor& x, const paddle::Tensor& w,
                     a.groups, a.data_format);
 }
 
-paddle::Tensor f32(const paddle::Tensor& t) {
-  return t.dtype() == paddle::DataType::FLOAT32
-             ? t
-             : pe::cast(t, paddle::DataType::FLOAT32);
-}
-
 paddle::Tensor workspace(const ConvGeometry& g, const paddle::Place& place) {
   const size_t bytes = cuda::bn_workspace_bytes(out_view(g));
   return paddle::empty({static_cast<int64_t>(bytes > 0 ? bytes : 1)},
@@ -53,7 +47,7 @@ paddle::Tensor conv_plus_bias(const paddle::Tensor& x, const paddle::Tensor& w,
                               const ConvBnActAttrs& a) {
   paddle::Tensor z = conv(x, w, g, a);
   if (bias) {
-    paddle::Tensor b32 = f32(*bias);
+    paddle::Tensor b32 = float32_of(*bias);
     check_launch(cuda::launch_bias_act_forward(
                      dtype_of(x), z.data(), nullptr, b32.data<float>(), false,
                      z.data(), out_view(g), cuda_stream_of(x)),

@@ -67,7 +67,8 @@ struct Engine {
   Slice slice(const Tensor& t, int64_t total, int64_t c0) const {
     const int64_t plane = g.nhwc ? 1 : g.H * g.W;
     char* base = static_cast<char*>(const_cast<void*>(t.data()));
-    return {base + c0 * plane * cuda_dtype_size(dt), total};
+    return {base + c0 * plane * static_cast<int64_t>(phi::SizeOf(t.dtype())),
+            total};
   }
   Slice dense(const Tensor& t) const {
     return {const_cast<void*>(t.data()), 0};
@@ -77,6 +78,9 @@ struct Engine {
   }
   Tensor f32(int64_t n, float value) const {
     return pe::full({n}, value, paddle::DataType::FLOAT32, place);
+  }
+  Tensor f32_empty(int64_t n) const {
+    return paddle::empty({n}, paddle::DataType::FLOAT32, place);
   }
   Tensor workspace() const {
     int64_t most = 1;
@@ -118,12 +122,6 @@ struct Engine {
   }
 };
 
-Tensor as_f32(const Tensor& t) {
-  return t.dtype() == paddle::DataType::FLOAT32
-             ? t
-             : pe::cast(t, paddle::DataType::FLOAT32);
-}
-
 Tensor stats_slice(const Tensor& stats, int64_t begin, int64_t channels) {
   return pe::slice(stats, {0}, {begin}, {begin + channels}, {}, {});
 }
@@ -153,6 +151,8 @@ struct Forward {
     const bool relu = stage_relu(e.a, st);
     const cuda::ChannelView v = e.view(C);
     if (!g.bn[st]) {
+      // Recorded as mean 0 and 1/std 1 (backward reads them so); y =
+      // act(z + 0), the conv bias being in z already.
       mean[st] = e.f32(C, 0.f);
       invstd[st] = e.f32(C, 1.f);
       e.check(cuda::launch_bias_act_forward(e.dt, z.p, nullptr,
@@ -162,11 +162,11 @@ struct Forward {
       return;
     }
     Tensor ca, cb;
-    if (e.a.training) {
-      mean[st] = e.f32(C, 0.f);
-      invstd[st] = e.f32(C, 0.f);
-      ca = e.f32(C, 0.f);
-      cb = e.f32(C, 0.f);
+    if (e.a.training) {  // (all four written by the statistics kernel)
+      mean[st] = e.f32_empty(C);
+      invstd[st] = e.f32_empty(C);
+      ca = e.f32_empty(C);
+      cb = e.f32_empty(C);
       e.check(cuda::launch_bn_stats(
                   e.dt, z.p, v, scale[st].data<float>(),
                   shift[st].data<float>(),
@@ -215,7 +215,8 @@ struct Forward {
     if (g.bias[kBranch1] || g.bias[kReduce3] || g.bias[kReduce5]) {
       std::vector<Tensor> parts;
       for (int st : kMergedStages)
-        parts.push_back(g.bias[st] ? as_f32(bias[st]) : e.f32(g.C[st], 0.f));
+        parts.push_back(g.bias[st] ? float32_of(bias[st])
+                                   : e.f32(g.C[st], 0.f));
       e.add_bias(merged, pe::concat(parts, 0), Cm);
     }
     Tensor reduce3 = e.activation(g.C[kReduce3], x.dtype());
@@ -232,7 +233,7 @@ struct Forward {
     int k = 0;
     for (int st : {kConv3, kConv5, kPoolProj}) {
       z[st] = e.conv(inputs[k++], w[st], g.stage(st));
-      if (g.bias[st]) e.add_bias(z[st], as_f32(bias[st]), g.C[st]);
+      if (g.bias[st]) e.add_bias(z[st], float32_of(bias[st]), g.C[st]);
       stage(st, e.dense(z[st]), e.slice(out, Co, g.out_offset(st)), ws);
     }
 
@@ -313,18 +314,17 @@ TensorList inception_backward_cuda(const Tensor& x, const TensorList& w,
     lds.z = z.ld;
     lds.dz = dz.ld;
     if (!g.bn[st]) {
-      // dz = relu ? dy * (y > 0) : dy: the eval formula with gamma = 1 and
-      // the saved invstd (1 for stages without BN).
-      const Tensor ones = e.f32(C, 1.f);
+      // dz = relu ? dy * (y > 0) : dy: the eval formula gamma * invstd * g
+      // with the saved invstd, all ones for stages without BN, as gamma too.
       e.check(cuda::launch_bn_act_backward_apply(
                   e.dt, dy.p, y.p, nullptr, nullptr, invstd_of(st),
-                  ones.data<float>(), nullptr, nullptr, relu, false,
-                  e.view(C), dz.p, nullptr, e.stream, lds),
+                  invstd_of(st), nullptr, nullptr, relu, false, e.view(C),
+                  dz.p, nullptr, e.stream, lds),
               "bn_act_backward_apply");
       return;
     }
-    dscale[st] = e.f32(C, 0.f);
-    dshift[st] = e.f32(C, 0.f);
+    dscale[st] = e.f32_empty(C);  // (written by the reduction)
+    dshift[st] = e.f32_empty(C);
     e.check(cuda::launch_bn_act_backward_reduce(
                 e.dt, dy.p, y.p, z.p, mean_of(st), invstd_of(st), relu,
                 e.view(C), dscale[st].data<float>(), dshift[st].data<float>(),
