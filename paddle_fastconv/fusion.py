@@ -35,7 +35,9 @@ def _bn_ok(conv, bn):
 class _Absorbed(nn.Layer):
     """Stands in the slot of a BatchNorm2D or ReLU whose work moved into the
     preceding fused conv: identity in forward, the original's parameters and
-    buffers under their original names."""
+    buffers under their original names. Its `training` flag is the original's
+    (model.train()/eval() reach the original through this slot), so the fused
+    conv follows the BatchNorm's mode exactly as the stock layers would."""
 
     def __init__(self, original):
         super().__init__()
@@ -44,6 +46,17 @@ class _Absorbed(nn.Layer):
             self.add_parameter(name, p)
         for name, b in original.named_buffers(include_sublayers=False):
             self.register_buffer(name, b)
+        self._initialised = True
+
+    @property
+    def training(self):
+        return self.original_layer[0].training
+
+    @training.setter
+    def training(self, mode):
+        # Layer.__init__ sets training=True; that must not switch the original.
+        if getattr(self, "_initialised", False):
+            self.original_layer[0].training = mode
 
     def forward(self, x):
         return x
@@ -52,10 +65,12 @@ class _Absorbed(nn.Layer):
 class _FusedConvSlot(nn.Layer):
     """Stands in the slot of a Conv2D: computes act(BN(conv(x))) with the
     conv's parameters (registered under its names) and the BN's (registered
-    in the BN's own slot)."""
+    in the BN's own slot). Batch statistics or running statistics follow the
+    BN's own training flag, as in the stock layers."""
 
     def __init__(self, conv, bn, act, data_format=None, nchw_input=False):
         super().__init__()
+        self.training = bn.training
         self.original_layer = [conv]
         self._bn = [bn]
         self.act = act
@@ -68,7 +83,7 @@ class _FusedConvSlot(nn.Layer):
         conv, bn = self.original_layer[0], self._bn[0]
         if self.nchw_input:
             x = x.transpose([0, 2, 3, 1])
-        return _apply(conv, bn, x, self.act, training=self.training,
+        return _apply(conv, bn, x, self.act, training=bn.training,
                       data_format=self.data_format)
 
 
@@ -101,6 +116,7 @@ class FusedBottleneckBlock(nn.Layer):
 
     def __init__(self, block, data_format=None):
         super().__init__()
+        self.training = block.training
         self.original_layer = [block]
         self.data_format = data_format
         for name in ("conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "relu"):
@@ -111,8 +127,19 @@ class FusedBottleneckBlock(nn.Layer):
     def _pairs(self):
         return [(getattr(self, c), getattr(self, "bn" + c[-1])) for c in self._convs]
 
+    def _bns(self):
+        """The BatchNorms whose modes decide the block's: each stage's, and
+        the downsample's."""
+        bns = [b for _, b in self._pairs()]
+        ds = self.downsample
+        if isinstance(ds, nn.Sequential) and len(ds) == 2 and _bn_ok(ds[0], ds[1]):
+            bns.append(ds[1])
+        return bns
+
     def _block_stages(self):
         """(convs, downsample) for the one-op block, or None."""
+        if len({bn.training for bn in self._bns()}) != 1:
+            return None  # BNs in mixed modes (some frozen): one op per stage
         convs = [_block_conv(c, b) for c, b in self._pairs()]
         if any(c is None for c in convs):
             return None
@@ -134,7 +161,7 @@ class FusedBottleneckBlock(nn.Layer):
         if ds is None:
             return x
         if isinstance(ds, nn.Sequential) and len(ds) == 2 and _bn_ok(ds[0], ds[1]):
-            return _apply(ds[0], ds[1], x, "none", training=self.training,
+            return _apply(ds[0], ds[1], x, "none", training=ds[1].training,
                           data_format=self.data_format)
         if self.data_format:
             raise ValueError("fuse: channels_last needs a Conv2D+BatchNorm2D downsample, "
@@ -142,17 +169,19 @@ class FusedBottleneckBlock(nn.Layer):
         return ds(x)
 
     def forward(self, x):
-        t, f = self.training, self.data_format
+        # Each BN's own training flag decides batch or running statistics, as
+        # in the stock block (a frozen BN stays frozen under model.train()).
+        f = self.data_format
         stages = self._block_stages()
         if stages is not None:
-            return resnet_block(x, stages[0], stages[1], training=t,
+            return resnet_block(x, stages[0], stages[1], training=self.bn1.training,
                                 data_format=f or self.conv1._data_format)
         pairs = self._pairs()
         out = x
         for conv, bn in pairs[:-1]:
-            out = _apply(conv, bn, out, "relu", training=t, data_format=f)
+            out = _apply(conv, bn, out, "relu", training=bn.training, data_format=f)
         conv, bn = pairs[-1]
-        return _apply(conv, bn, out, "relu", residual=self._shortcut(x), training=t,
+        return _apply(conv, bn, out, "relu", residual=self._shortcut(x), training=bn.training,
                       data_format=f)
 
 
@@ -165,6 +194,7 @@ class FusedBasicBlock(FusedBottleneckBlock):
 
     def __init__(self, block, data_format=None):
         nn.Layer.__init__(self)
+        self.training = block.training
         self.original_layer = [block]
         self.data_format = data_format
         for name in ("conv1", "bn1", "relu", "conv2", "bn2"):
@@ -182,6 +212,7 @@ class FusedInceptionBlock(nn.Layer):
 
     def __init__(self, block, data_format=None):
         super().__init__()
+        self.training = block.training
         self.original_layer = [block]
         self.data_format = data_format or "NCHW"
         for name in self._CONVS:
@@ -295,6 +326,7 @@ class _Swapped(nn.Layer):
 
     def __init__(self, original, replacement):
         super().__init__()
+        self.training = original.training
         self.original_layer = [original]
         self.replacement = [replacement]
 
@@ -396,6 +428,7 @@ def _unfuse_children(layer):
     for name, child in list(layer.named_children()):
         if isinstance(child, _fused_types()):
             original = child.original_layer[0]
+            original.training = child.training  # train()/eval() since fuse() reached the slot only
             layer._sub_layers[name] = original
             child = original
         _unfuse_children(child)
@@ -404,6 +437,7 @@ def _unfuse_children(layer):
 def unfuse(model):
     """Restores the stock layers that fuse() replaced (in place); returns the model."""
     if isinstance(model, (FusedBottleneckBlock, FusedInceptionBlock)):
+        model.original_layer[0].training = model.training
         return model.original_layer[0]
     _unfuse_children(model)
     return model

@@ -33,6 +33,7 @@ class FusedConv2D(nn.Layer):
         super().__init__()
         if conv.bias is not None or conv._padding_mode != "zeros":
             raise ValueError("FusedConv2D: the Conv2D must have no bias and zero padding")
+        self.training = conv.training
         self.original_layer = [conv]
         self.data_format = data_format  # overrides the conv's (channels_last)
         self.nchw_input = nchw_input  # transpose an NCHW input to NHWC first

@@ -115,12 +115,14 @@ class ConvBNReLU(nn.Layer):
         self.conv = conv
         self.bn = bn
         self.act = act
-        self.training = conv.training and bn.training
+        self.training = bn.training
         return self
 
     def forward(self, x, residual=None):
+        # The BN's own flag, as in Conv2D -> BatchNorm2D: a frozen bn (bn.eval()
+        # under a training model) normalizes with its running statistics.
         return conv_bn_from_layers(self.conv, self.bn, x, self.act, residual=residual,
-                                   training=self.training)
+                                   training=self.bn.training)
 
     def extra_repr(self):
         return "act=%s, data_format=%s" % (self.act, self.conv._data_format)

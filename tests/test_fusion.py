@@ -48,10 +48,19 @@ def test_fused_resnet50_gradients_against_float64_oracle(channels_last):
     float64 run of the stock model as stock fp32 is: median and worst
     relative error over all gradients within 2x of stock's."""
     stock, fused = _twin(resnet50)
-    ref = resnet50()
+    pf.fuse(fused, channels_last=channels_last)
+    _assert_gradients_as_close_as_stock(stock, fused, resnet50)
+
+
+def _assert_gradients_as_close_as_stock(stock, fused, ctor, prepare=lambda m: None):
+    """Runs stock, fused and a float64 copy of stock (`prepare` applied to
+    it) on one batch; the fused gradients (every parameter and x) must be as
+    close to float64 as stock fp32's: median and worst relative error within
+    2x of stock's."""
+    ref = ctor()
     ref.to(dtype="float64")
     ref.set_state_dict({k: v.astype("float64") for k, v in stock.state_dict().items()})
-    pf.fuse(fused, channels_last=channels_last)
+    prepare(ref)
     x = paddle.randn([2, 3, 64, 64])
     grads = {}
     for name, m, xx in (("stock", stock, x), ("fused", fused, x),
@@ -227,3 +236,105 @@ def test_builder_nhwc_takes_nhwc_images():
         models.resnet18(fused=False, data_format="NHWC")
     with pytest.raises(ValueError, match="'data_format'"):
         models.resnet50(data_format="CHWN")
+
+
+def _modes(model):
+    return {name: layer.training for name, layer in model.named_sublayers(include_self=True)}
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("ctor", [resnet18, resnet50], ids=["resnet18", "resnet50"])
+def test_fusing_an_eval_model_keeps_it_in_eval(ctor, channels_last):
+    """A model fused after .eval() evaluates with its running statistics and
+    leaves them untouched: the fused layers start in the mode of the layers
+    they replace (a new Layer starts in training mode)."""
+    stock, fused = _twin(ctor)
+    stock.eval(), fused.eval()
+    before = {k: v.numpy().copy() for k, v in fused.state_dict().items()}
+    pf.fuse(fused, channels_last=channels_last)
+    assert not any(_modes(fused).values()), [k for k, v in _modes(fused).items() if v]
+    x = paddle.randn([2, 3, 64, 64])
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="eval logits")
+    for k, v in fused.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), before[k], err_msg=k)
+
+
+def test_fusing_an_eval_googlenet_keeps_it_in_eval():
+    from paddle.vision.models import googlenet
+    for channels_last in (False, True):
+        model = googlenet()
+        model.eval()
+        pf.fuse(model, channels_last=channels_last)
+        assert not any(_modes(model).values()), channels_last
+
+
+def _freeze(model):
+    """The fine-tuning pattern: the model trains, some BatchNorms stay frozen
+    (the stem's, a stage's middle BN and a downsample's)."""
+    model.train()
+    model.bn1.eval()
+    model.layer1[0].bn2.eval()
+    model.layer2[0].downsample[1].eval()
+
+
+@pytest.mark.parametrize("when", ["before_fuse", "after_fuse"])
+def test_frozen_batchnorms_stay_frozen(when):
+    """Each fused Conv+BN follows its own BN's flag, as the stock layers do:
+    frozen BNs normalize with running statistics and keep them; the others
+    use batch statistics and update theirs; gradients match."""
+    stock, fused = _twin(resnet50)
+    _freeze(stock)
+    if when == "before_fuse":
+        _freeze(fused)
+        pf.fuse(fused)
+    else:
+        pf.fuse(fused)
+        _freeze(fused)
+    assert _modes(fused)["bn1"] is False and _modes(fused)["layer1.0.bn2"] is False
+    assert fused.layer1[0].one_op is False and fused.layer1[1].one_op is True
+    frozen = ("bn1.", "layer1.0.bn2.", "layer2.0.downsample.1.")
+    before = {k: v.numpy().copy() for k, v in stock.state_dict().items()}
+    x = paddle.randn([2, 3, 64, 64])
+    assert_close(fused(x), stock(x), "model", what="logits")
+    for k, v in stock.state_dict().items():
+        assert_close(fused.state_dict()[k], v, "model", what=k)
+        if k.endswith(("_mean", "_variance")):
+            # frozen BNs keep their statistics; the others moved
+            assert np.array_equal(v.numpy(), before[k]) == k.startswith(frozen), k
+    _assert_gradients_as_close_as_stock(stock, fused, resnet50, _freeze)
+
+
+def test_unfuse_carries_the_current_mode_back():
+    """train()/eval() after fuse() reach the fused slots; unfuse() hands the
+    mode on to the restored stock layers."""
+    stock, fused = _twin(resnet18)
+    pf.fuse(fused)
+    fused.eval(), stock.eval()
+    pf.unfuse(fused)
+    assert not any(_modes(fused).values())
+    x = paddle.randn([2, 3, 32, 32])
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="eval logits after unfuse")
+    block = pf.fuse(resnet18().layer1[0])
+    block.eval()
+    assert pf.unfuse(block).training is False
+
+
+def test_sequential_fused_in_eval_and_frozen_bn_from_layers():
+    seq = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU())
+    ref = nn.Sequential(nn.Conv2D(3, 8, 3, padding=1), nn.BatchNorm2D(8), nn.ReLU())
+    ref.set_state_dict(seq.state_dict())
+    seq.eval(), ref.eval()
+    pf.fuse(seq)
+    x = paddle.randn([2, 3, 9, 9])
+    assert_close(seq(x), ref(x), "out", what="eval")
+    # ConvBNReLU.from_layers with a frozen BN inside a training layer
+    conv, bn = nn.Conv2D(3, 8, 3), nn.BatchNorm2D(8)
+    layer = pf.nn.ConvBNReLU.from_layers(conv, bn)
+    layer.train()
+    bn.eval()
+    mean = bn._mean.numpy().copy()
+    expect = nn.functional.relu(bn(conv(x)))
+    assert_close(layer(x), expect, "out", what="frozen bn")
+    np.testing.assert_array_equal(bn._mean.numpy(), mean)
