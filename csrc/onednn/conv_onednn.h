@@ -47,7 +47,8 @@ class ConvForwardPlan {
 
   // y = post_ops(conv(x, weights) + bias) on plain tensors. `weights` points
   // to data in weights_desc(); bias may be null only without with_bias;
-  // residual may be null only without options.residual.
+  // residual may be null only without options.residual, and must not
+  // overlap y (it may be read by a post-op while y is written).
   void execute(const float* x, const void* weights, const float* bias,
                const float* residual, float* y, dnnl::stream& s) const;
 
@@ -63,6 +64,8 @@ class ConvForwardPlan {
   // oneDNN's GEMM-based convolution applies post-ops in a slow extra pass;
   // for it bias/residual/ReLU run in our own epilogue instead.
   bool epilogue_outside_ = false;
+  // The residual rides on a binary-add post-op (else: seeded dst + sum).
+  bool residual_binary_ = false;
   std::vector<float> ones_, zeros_;  // the epilogue's unit scale / no bias
   dnnl::reorder src_in_, dst_out_, res_in_, wei_in_;
 };
