@@ -128,17 +128,22 @@ def main(path):
     models = model_rows(data)
     if models:
         print("\n| model | mode | stock img/s | fused img/s (speedup) | fused channels_last "
-              "img/s (speedup) | paddle.inference+oneDNN img/s |")
-        print("|---|---|---|---|---|---|")
+              "img/s (speedup) | paddle.inference+oneDNN img/s | oneDNN conv floor img/s "
+              "(max speedup) | best fused / floor |")
+        print("|---|---|---|---|---|---|---|---|")
         for (model, mode), c in sorted(models.items()):
             if mode == "peak":
                 continue
             inf = c.get("paddle_inference_onednn")
             cl = c.get("fused_channels_last")
-            print("| %s | %s | %.2f | %.2f (%.2fx) | %s | %s |" % (
+            fl = c.get("onednn_conv_floor")
+            best = max(c["fused"], cl or 0.0)
+            print("| %s | %s | %.2f | %.2f (%.2fx) | %s | %s | %s | %s |" % (
                 model, mode, c["stock"], c["fused"], c["fused"] / c["stock"],
                 "%.2f (%.2fx)" % (cl, cl / c["stock"]) if cl else "-",
-                "%.2f" % inf if inf else "-"))
+                "%.2f" % inf if inf else "-",
+                "%.2f (%.2fx)" % (fl, fl / c["stock"]) if fl else "-",
+                "%.0f%%" % (100 * best / fl) if fl else "-"))
         for (model, mode), c in sorted(models.items()):
             if mode == "peak" and "stock" in c:
                 print("\n%s training step, peak host memory (Paddle's allocator plus the "

@@ -2,6 +2,9 @@
 dygraph (paddle_fastconv.fuse, NCHW and channels_last) and, for eval,
 paddle.inference with oneDNN on the exported stock model -- the deployment
 engine a user would compare with. Outputs are checked to agree before timing.
+"onednn_conv_floor" times the model's convolutions alone on oneDNN's kernels
+(paddle_fastconv.floor; forward, and in training also both gradients): no
+engine on these kernels can be faster, so stock / floor bounds the speedup.
 
     pytest benchmarks/test_bench_models.py --benchmark-json=models.json
 """
@@ -13,12 +16,14 @@ from paddle.vision.models import googlenet, resnet50
 import paddle_fastconv as pf
 from paddle_fastconv.bench import peak_memory_mib
 from paddle_fastconv.bench_models import GMACS, inference_runner, main_output, training_loss
+from paddle_fastconv.floor import conv_floor
 
 from conftest import THREADS
 
 BATCH, SIZE = 8, 224
-EVAL_IMPLS = ["stock", "fused", "fused_channels_last", "paddle_inference_onednn"]
-TRAIN_IMPLS = ["stock", "fused", "fused_channels_last"]
+EVAL_IMPLS = ["stock", "fused", "fused_channels_last", "paddle_inference_onednn",
+              "onednn_conv_floor"]
+TRAIN_IMPLS = ["stock", "fused", "fused_channels_last", "onednn_conv_floor"]
 
 
 def _zoo(ctor):
@@ -51,6 +56,12 @@ def _bench_eval(benchmark, bench_info, zoo, name, impl):
     stock.eval()
     for m in fused_models.values():
         m.eval()
+    bench_info.update(model=name, mode="eval", impl=impl, batch=BATCH, image=SIZE)
+    if impl == "onednn_conv_floor":  # convolutions only: no output to check
+        fn = conv_floor(stock, x, "eval")
+        benchmark.pedantic(fn, rounds=3, warmup_rounds=1, iterations=1)
+        bench_info["images_per_s"] = BATCH / benchmark.stats.stats.median
+        return
     with paddle.no_grad():
         ref = main_output(stock(x)).numpy()
         if impl == "paddle_inference_onednn":
@@ -61,7 +72,6 @@ def _bench_eval(benchmark, bench_info, zoo, name, impl):
             fn = lambda: m(x)  # noqa: E731
             got = main_output(fn()).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
-    bench_info.update(model=name, mode="eval", impl=impl, batch=BATCH, image=SIZE)
     with paddle.no_grad():
         benchmark.pedantic(fn, rounds=3, warmup_rounds=1, iterations=1)
     med = benchmark.stats.stats.median
@@ -73,6 +83,12 @@ def _bench_train(benchmark, bench_info, zoo, name, impl):
     """Forward, backward and an SGD-momentum step (GoogLeNet: on the main
     and auxiliary losses, weighted 1, 0.3, 0.3)."""
     stock, fused_models, x = zoo
+    bench_info.update(model=name, mode="train", impl=impl, batch=BATCH, image=SIZE)
+    if impl == "onednn_conv_floor":
+        fn = conv_floor(stock, x, "train")
+        benchmark.pedantic(fn, rounds=2, warmup_rounds=1, iterations=1)
+        bench_info["images_per_s"] = BATCH / benchmark.stats.stats.median
+        return
     m = stock if impl == "stock" else fused_models[impl]
     m.train()
     opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
@@ -83,7 +99,6 @@ def _bench_train(benchmark, bench_info, zoo, name, impl):
         opt.step()
         opt.clear_grad()
 
-    bench_info.update(model=name, mode="train", impl=impl, batch=BATCH, image=SIZE)
     step()  # warm, then the step's peak memory
     bench_info["peak_mib"] = peak_memory_mib(step)
     benchmark.pedantic(step, rounds=2, warmup_rounds=0, iterations=1)

@@ -20,7 +20,8 @@ def _parser():
     b.add_argument("--model", default="resnet50",
                    choices=["resnet50", "googlenet", "all", "none"],
                    help="whole model(s) at --image-size: stock, fused (NCHW and "
-                        "channels_last) and paddle.inference with oneDNN "
+                        "channels_last), paddle.inference with oneDNN and the "
+                        "oneDNN conv floor (the model's convolutions alone; CPU) "
                         "(default resnet50; googlenet at 224 only)")
     b.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     b.add_argument("--mode", choices=["eval", "train", "both"], default="both",

@@ -1,7 +1,9 @@
 """Whole-model part of `paddle-fastconv bench`: ResNet-50 or GoogLeNet, stock
 dygraph, fused (pf.fuse, NCHW and channels_last) and, for eval,
 paddle.inference with oneDNN on the exported stock model. Outputs are checked
-to agree first."""
+to agree first. On the CPU also the oneDNN floor (paddle_fastconv.floor): the
+model's convolutions alone on oneDNN's kernels, which bounds what any fused
+engine can reach on the machine."""
 import os
 import tempfile
 
@@ -10,7 +12,9 @@ import paddle
 from paddle.static import InputSpec
 
 from .bench import _median_ms
+from .floor import conv_floor
 from .fusion import fuse
+from .runtime import onednn_available
 
 GMACS = {"resnet50": 4.1, "googlenet": 1.43}  # per 224x224 image, forward
 MODELS = tuple(GMACS)
@@ -107,6 +111,8 @@ def bench_model(name, batch, size, mode, repeat, threads):
                 if err > 1e-3:
                     raise RuntimeError("bench: %s %s disagrees with stock (relative error "
                                        "%.3g)" % (name, k, err))
+            if _floor_applies(x):
+                fns["onednn_conv_floor"] = conv_floor(stock, x, "eval")
             for k, fn in fns.items():
                 row[k] = batch / _median_s(fn, repeat)
         row["fused_gflops"] = 2 * _gmacs(name, size) * _best(row)
@@ -121,8 +127,14 @@ def bench_model(name, batch, size, mode, repeat, threads):
                 opt.step()
                 opt.clear_grad()
             row[k] = batch / _median_s(step, repeat)
+        if _floor_applies(x):
+            row["onednn_conv_floor"] = batch / _median_s(conv_floor(stock, x, "train"), repeat)
         row["fused_gflops"] = 6 * _gmacs(name, size) * _best(row)
     return row
+
+
+def _floor_applies(x):
+    return x.place.is_cpu_place() and onednn_available()
 
 
 def _best(row):
@@ -130,14 +142,20 @@ def _best(row):
 
 
 def format_table(rows):
+    """The model rows as Markdown. The floor column: img/s of the model's
+    convolutions alone on oneDNN, and in brackets the speedup over stock
+    that this would be (no engine on these kernels can exceed it)."""
     lines = ["| model | mode | stock img/s | fused img/s | fused channels_last img/s | "
-             "speedup (best fused) | paddle.inference img/s | GFLOP/s (best fused) |",
-             "|---|---|---|---|---|---|---|---|"]
+             "speedup (best fused) | paddle.inference img/s | oneDNN conv floor img/s "
+             "(max speedup) | GFLOP/s (best fused) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         best = _best(r)
         cl = r.get("fused_channels_last")
-        lines.append("| %s | %s | %.2f | %.2f | %s | %.2fx | %s | %.0f |" % (
+        fl = r.get("onednn_conv_floor")
+        lines.append("| %s | %s | %.2f | %.2f | %s | %.2fx | %s | %s | %.0f |" % (
             r["model"], r["mode"], r["stock"], r["fused"], "%.2f" % cl if cl else "-",
             best / r["stock"], "%.2f" % r["paddle_inference"] if "paddle_inference" in r
-            else "-", r["fused_gflops"]))
+            else "-", "%.2f (%.2fx)" % (fl, fl / r["stock"]) if fl else "-",
+            r["fused_gflops"]))
     return "\n".join(lines)

@@ -60,3 +60,21 @@ def test_bench_png_chart(tmp_path):
 def test_bench_argument_errors(tmp_path, args, msg):
     p = _run(args, tmp_path)
     assert p.returncode != 0 and msg in (p.stderr + p.stdout)
+
+
+def test_bench_small_model_run_reports_the_onednn_floor(tmp_path):
+    """The model table (ResNet-50 on small images to stay fast): stock,
+    fused, paddle.inference and the oneDNN conv floor, eval and train."""
+    out = tmp_path / "m.json"
+    p = _run(["bench", "--layers", "none", "--model", "resnet50", "--batch", "2",
+              "--image-size", "64", "--repeat", "1", "--threads", "2", "--json", str(out)],
+             tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "oneDNN conv floor img/s (max speedup)" in p.stdout
+    models = json.loads(out.read_text())["models"]
+    assert [(r["model"], r["mode"]) for r in models] == [("resnet50", "eval"),
+                                                          ("resnet50", "train")]
+    for r in models:
+        for k in ("stock", "fused", "fused_channels_last", "onednn_conv_floor"):
+            assert r[k] > 0, (r["mode"], k)
+    assert models[0]["paddle_inference"] > 0

@@ -55,3 +55,24 @@ def test_png_chart(tmp_path):
     p = _run(_bench_json(tmp_path / "a.json", 10.0), "--png", str(out))
     assert p.returncode == 0, p.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_model_table_with_the_onednn_floor(tmp_path):
+    def case(impl, ips, mode):
+        return {"fullname": "benchmarks/test_bench_models.py::test_resnet50_%s[%s]" % (mode, impl),
+                "stats": {"median": 8.0 / ips},
+                "extra_info": {"model": "resnet50", "mode": mode, "impl": impl,
+                               "threads": 2, "images_per_s": ips}}
+    data = {"machine_info": {"cpu": {"brand_raw": "test cpu", "count": 2}},
+            "benchmarks": [case("stock", 10.0, "eval"), case("fused", 20.0, "eval"),
+                           case("fused_channels_last", 22.0, "eval"),
+                           case("paddle_inference_onednn", 21.0, "eval"),
+                           case("onednn_conv_floor", 25.0, "eval"),
+                           case("stock", 4.0, "train"), case("fused", 7.0, "train")]}
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    p = _run(str(path))
+    assert p.returncode == 0, p.stderr
+    assert ("| resnet50 | eval | 10.00 | 20.00 (2.00x) | 22.00 (2.20x) | 21.00 | "
+            "25.00 (2.50x) | 88% |") in p.stdout
+    assert "| resnet50 | train | 4.00 | 7.00 (1.75x) | - | - | - | - |" in p.stdout

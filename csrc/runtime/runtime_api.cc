@@ -5,12 +5,14 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 
 #include "common/host_pool.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/cpu_conv_engine.h"
 #ifdef FASTCONV_WITH_ONEDNN
 #include "conv_bn_act/folded_weights.h"
+#include "onednn/conv_floor.h"
 #include "onednn/conv_onednn.h"
 #endif
 
@@ -104,6 +106,82 @@ int fastconv_set_cpu_conv_engine(int e) {
              static_cast<fastconv::CpuConvEngine>(e))
              ? 1
              : 0;
+}
+
+// A set of oneDNN convolution passes on their preferred layouts, run back to
+// back (see onednn/conv_floor.h): create, add passes, run (timed by the
+// caller), destroy. Each call returns 0 on success, 1 without oneDNN in this
+// build, 2 on an error (its message in err).
+void* fastconv_conv_floor_create() {
+#ifdef FASTCONV_WITH_ONEDNN
+  return new fastconv::onednn::ConvPassSet();
+#else
+  return nullptr;
+#endif
+}
+
+void fastconv_conv_floor_destroy(void* set) {
+#ifdef FASTCONV_WITH_ONEDNN
+  delete static_cast<fastconv::onednn::ConvPassSet*>(set);
+#else
+  (void)set;
+#endif
+}
+
+// dims: N, C, H, W, O, KH, KW, stride_h, stride_w, dil_h, dil_w, pad_top,
+// pad_bottom, pad_left, pad_right, groups. pass: 0 forward inference, 1
+// forward training, 2 backward data, 3 backward weights.
+int fastconv_conv_floor_add(void* set, const int64_t* dims, int pass, int times,
+                            char* err, size_t err_n) {
+  err[0] = 0;
+#ifdef FASTCONV_WITH_ONEDNN
+  try {
+    fastconv::ConvGeometry g;
+    g.N = dims[0], g.C = dims[1], g.H = dims[2], g.W = dims[3], g.O = dims[4];
+    g.KH = dims[5], g.KW = dims[6], g.stride_h = dims[7], g.stride_w = dims[8];
+    g.dil_h = dims[9], g.dil_w = dims[10], g.pad_top = dims[11];
+    g.pad_bottom = dims[12], g.pad_left = dims[13], g.pad_right = dims[14];
+    g.groups = dims[15];
+    if (g.groups <= 0 || g.C % g.groups != 0 || g.O % g.groups != 0 || times < 1 ||
+        pass < 0 || pass > 3) {
+      std::snprintf(err, err_n, "invalid convolution (groups, times or pass)");
+      return 2;
+    }
+    g.OH = fastconv::conv_out_size(g.H, g.KH, g.stride_h, g.dil_h, g.pad_top,
+                                   g.pad_bottom);
+    g.OW = fastconv::conv_out_size(g.W, g.KW, g.stride_w, g.dil_w, g.pad_left,
+                                   g.pad_right);
+    if (g.OH <= 0 || g.OW <= 0) {
+      std::snprintf(err, err_n, "the input is smaller than the filter");
+      return 2;
+    }
+    static_cast<fastconv::onednn::ConvPassSet*>(set)->add(
+        g, static_cast<fastconv::onednn::ConvPass>(pass), times);
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_n, "%s", e.what());
+    return 2;
+  }
+#else
+  (void)set, (void)dims, (void)pass, (void)times, (void)err_n;
+  return 1;
+#endif
+}
+
+int fastconv_conv_floor_run(void* set, char* err, size_t err_n) {
+  err[0] = 0;
+#ifdef FASTCONV_WITH_ONEDNN
+  try {
+    static_cast<fastconv::onednn::ConvPassSet*>(set)->run();
+    return 0;
+  } catch (const std::exception& e) {
+    std::snprintf(err, err_n, "%s", e.what());
+    return 2;
+  }
+#else
+  (void)set, (void)err_n;
+  return 1;
+#endif
 }
 
 #ifdef FASTCONV_CUDA_ON_HOST
