@@ -155,6 +155,34 @@ def test_eval_cache_sees_set_state_dict_and_set_value():
         assert float((first - second).abs().max()) > 1e-3  # the change is visible
 
 
+@pytest.mark.parametrize("cin", [8, 160], ids=["small", "multi_chunk"])
+def test_eval_cache_sees_a_single_weight_element_change(cin):
+    """The folded weights are keyed on a fingerprint of W, not a copy: one
+    changed element anywhere (first, middle, last; W of 8 KiB and of 1.4 MiB,
+    several 256 KiB fingerprint chunks) must be seen, as must two elements
+    swapped."""
+    fused, conv, bn = make_pair(cin, 256, 3, 1, 1)
+    for m in (fused, conv, bn):
+        m.eval()
+    x = paddle.randn([1, cin, 5, 5])
+    w = fused.conv.weight
+    n = int(np.prod(w.shape))
+    with paddle.no_grad():
+        fused(x)  # cache the fold
+        for flat in (0, n // 2 + 7, n - 1):
+            idx = tuple(int(i) for i in np.unravel_index(flat, w.shape))
+            old = float(w[idx])
+            for layer in (fused.conv, conv):
+                layer.weight[idx] = old + 1.0
+            assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out",
+                         what="element %d changed" % flat)
+        a, b = (0, 0, 0, 0), (w.shape[0] - 1, cin - 1, 2, 2)
+        for layer in (fused.conv, conv):
+            va, vb = float(layer.weight[a]), float(layer.weight[b])
+            layer.weight[a], layer.weight[b] = vb + 3.0, va - 3.0
+        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="swap")
+
+
 def test_state_dict_keys_match_stock_layers():
     fused = __import__("paddle_fastconv").ConvBNReLU(4, 8, 3, bias=True)
     stock = paddle.nn.Sequential(("conv", paddle.nn.Conv2D(4, 8, 3)), ("bn", paddle.nn.BatchNorm2D(8)))

@@ -1,5 +1,7 @@
 #include "conv_bn_act/folded_weights.h"
 
+#include "common/fingerprint.h"
+
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -28,7 +30,8 @@ bool still_valid(const FoldedWeights& f, const paddle::Tensor& w,
          same(f.beta, shift.data<float>(), O) &&
          same(f.mean, rm.data<float>(), O) && same(f.var, rv.data<float>(), O) &&
          same(f.src_b, bias ? bias->data<float>() : nullptr, bias ? O : 0) &&
-         same(f.src_w, w.data<float>(), static_cast<size_t>(w.numel()));
+         f.w_numel == w.numel() &&
+         f.w_fingerprint == fingerprint64(w.data<float>(), w.numel() * sizeof(float));
 }
 
 std::string key_prefix(uintptr_t weight_data) {
@@ -64,7 +67,8 @@ std::shared_ptr<const FoldedWeights> get_folded_weights(
   f->plan = onednn::ConvForwardPlan::get(g, o);
 
   const int64_t O = g.O, per = w.numel() / O;
-  f->src_w = copy_of(w.data<float>(), w.numel());
+  f->w_numel = w.numel();
+  f->w_fingerprint = fingerprint64(w.data<float>(), w.numel() * sizeof(float));
   if (bias) f->src_b = copy_of(bias->data<float>(), O);
   f->gamma = copy_of(scale.data<float>(), O);
   f->beta = copy_of(shift.data<float>(), O);
@@ -79,7 +83,7 @@ std::shared_ptr<const FoldedWeights> get_folded_weights(
     const double b0 = bias ? f->src_b[o_] : 0.0;
     f->bias[o_] = static_cast<float>((b0 - f->mean[o_]) * sc + f->beta[o_]);
     for (int64_t k = 0; k < per; ++k)
-      folded[o_ * per + k] = static_cast<float>(f->src_w[o_ * per + k] * sc);
+      folded[o_ * per + k] = static_cast<float>(w.data<float>()[o_ * per + k] * sc);
   }
   const size_t bytes = f->plan->weights_desc().get_size();
   f->storage.reset(new char[bytes + 64]);
