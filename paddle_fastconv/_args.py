@@ -11,6 +11,11 @@ ACTS = ("relu", "none")
 
 def pair(value, name, op, minimum=1):
     """int or 2-sequence of ints -> [a, b], each >= minimum."""
+    if type(value) in (list, tuple) and len(value) == 2 and type(value[0]) is int \
+            and type(value[1]) is int and min(value) >= minimum:
+        return [value[0], value[1]]  # the common case, without ABC checks (per op call)
+    if type(value) is int and value >= minimum:
+        return [value, value]
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         value = [int(value)] * 2
     elif isinstance(value, (list, tuple)) and len(value) == 2 and all(
@@ -38,6 +43,12 @@ def paddings(padding, op, data_format="NCHW", kernel=None, stride=None,
     Accepts an int, [h, w], [top, bottom, left, right], the 4-D nested form
     of paddle.nn.Conv2D and the strings 'VALID' / 'SAME' ('SAME' needs the
     input's spatial size)."""
+    if type(padding) in (list, tuple) and len(padding) == 4 and \
+            all(type(v) is int and v >= 0 for v in padding):
+        return list(padding)  # the common cases, without ABC checks (per op call)
+    if type(padding) in (list, tuple) and len(padding) == 2 and \
+            all(type(v) is int and v >= 0 for v in padding):
+        return [padding[0], padding[0], padding[1], padding[1]]
     if isinstance(padding, str):
         mode = padding.upper()
         if mode == "VALID":
