@@ -1,6 +1,8 @@
 // See fingerprint.h.
 #include "common/fingerprint.h"
 
+#include "common/vector_clones.h"
+
 #include <omp.h>
 
 #include <algorithm>
@@ -25,7 +27,7 @@ inline uint64_t mix64(uint64_t h) {  // xxHash64's avalanche
 // MurmurHash3's 32-bit block step in 64 independent lanes, so the compiler
 // vectorizes it (the clones pick AVX-512 or AVX2 at load time) and the chunk
 // is hashed at memory speed; lane l takes words l, l + 64, l + 128, ...
-__attribute__((target_clones("avx512f", "avx2", "default")))
+FC_VECTOR_CLONES
 void lanes_step(uint32_t* h, const uint32_t* w, size_t blocks) {
   for (size_t b = 0; b < blocks; ++b, w += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
