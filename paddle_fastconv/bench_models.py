@@ -51,7 +51,8 @@ def inference_runner(model, x, size, threads):
     prog = path + (".json" if os.path.exists(path + ".json") else ".pdmodel")
     cfg = inference.Config(prog, path + ".pdiparams")
     cfg.disable_gpu()
-    cfg.enable_onednn()
+    # Paddle 3.x names it enable_onednn; 2.6 only has enable_mkldnn.
+    (getattr(cfg, "enable_onednn", None) or cfg.enable_mkldnn)()
     cfg.set_cpu_math_library_num_threads(threads)
     cfg.disable_glog_info()
     pred = inference.create_predictor(cfg)
