@@ -24,6 +24,7 @@ from paddle import nn
 
 from . import _args
 from ._loader import CLIB
+from .nn import _conv_padding
 
 __all__ = ["conv_floor", "conv_calls", "ConvFloor"]
 
@@ -48,9 +49,7 @@ def _geometry(conv, shape):
     o, _, kh, kw = conv.weight.shape
     stride = _args.pair(conv._stride, "stride", "conv_floor")
     dil = _args.pair(conv._dilation, "dilation", "conv_floor")
-    pad = conv._padding_algorithm if conv._padding_algorithm in ("SAME", "VALID") \
-        else conv._updated_padding
-    pads = _args.paddings(pad, "conv_floor", fmt, kernel=(kh, kw), stride=stride,
+    pads = _args.paddings(_conv_padding(conv), "conv_floor", fmt, kernel=(kh, kw), stride=stride,
                           dilation=dil, spatial=(h, w))
     return (n, c, h, w, o, kh, kw, stride[0], stride[1], dil[0], dil[1],
             pads[0], pads[1], pads[2], pads[3], conv._groups)

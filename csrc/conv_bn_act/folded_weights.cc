@@ -1,11 +1,11 @@
 #include "conv_bn_act/folded_weights.h"
 
-#include "common/fingerprint.h"
-
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string>
+
+#include "common/fingerprint.h"
 
 namespace fastconv {
 namespace {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <unordered_map>
 
+#include "onednn/conv_onednn.h"
 #include "onednn/dnnl_common.h"
 
 namespace fastconv {
@@ -13,19 +14,15 @@ namespace onednn {
 using memory = dnnl::memory;
 
 void ConvPassSet::add(const ConvGeometry& g, ConvPass pass, int times) {
-  using tag = memory::format_tag;
-  using dt = memory::data_type;
   auto& eng = cpu_engine();
-  const memory::dims src_dims = {g.N, g.C, g.H, g.W};
-  const memory::dims dst_dims = {g.N, g.O, g.OH, g.OW};
-  const memory::dims wei_dims =
-      g.groups > 1 ? memory::dims{g.groups, g.O / g.groups, g.C / g.groups, g.KH, g.KW}
-                   : memory::dims{g.O, g.C, g.KH, g.KW};
-  const memory::desc src(src_dims, dt::f32, tag::any), dst(dst_dims, dt::f32, tag::any),
-      wei(wei_dims, dt::f32, tag::any);
-  const memory::dims strides = {g.stride_h, g.stride_w};
-  const memory::dims dilates = {g.dil_h - 1, g.dil_w - 1};
-  const memory::dims pad_l = {g.pad_top, g.pad_left}, pad_r = {g.pad_bottom, g.pad_right};
+  // The plans' descriptors, with `any` activations: oneDNN picks every layout.
+  const Descs d = make_descs(g, false);
+  auto any = [](const memory::desc& m) {
+    return memory::desc(m.get_dims(), memory::data_type::f32, memory::format_tag::any);
+  };
+  const memory::desc src = any(d.src_plain), dst = any(d.dst_plain), wei = d.wei;
+  const memory::dims &strides = d.strides, &dilates = d.dilates;
+  const memory::dims &pad_l = d.pad_l, &pad_r = d.pad_r;
   const auto alg = dnnl::algorithm::convolution_direct;
   const auto prop = pass == ConvPass::kForwardInference
                         ? dnnl::prop_kind::forward_inference

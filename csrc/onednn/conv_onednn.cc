@@ -39,40 +39,6 @@ bool use_plain_activations(const ConvGeometry& g) {
          g.pad_right == 0 && g.groups == 1;
 }
 
-struct Descs {
-  memory::desc src_plain, dst_plain, wei_plain, src, dst, wei, bias;
-  memory::dims strides, dilates, pad_l, pad_r;
-};
-
-Descs make_descs(const ConvGeometry& g, bool with_bias) {
-  Descs d;
-  const tag act_tag = g.channels_last ? tag::nhwc : tag::nchw;
-  const memory::dims src_dims = {g.N, g.C, g.H, g.W};
-  const memory::dims dst_dims = {g.N, g.O, g.OH, g.OW};
-  memory::dims wei_dims;
-  tag wei_tag;
-  if (g.groups > 1) {
-    wei_dims = {g.groups, g.O / g.groups, g.C / g.groups, g.KH, g.KW};
-    wei_tag = tag::goihw;
-  } else {
-    wei_dims = {g.O, g.C, g.KH, g.KW};
-    wei_tag = tag::oihw;
-  }
-  d.src_plain = memory::desc(src_dims, dt::f32, act_tag);
-  d.dst_plain = memory::desc(dst_dims, dt::f32, act_tag);
-  d.wei_plain = memory::desc(wei_dims, dt::f32, wei_tag);
-  const bool plain = use_plain_activations(g);
-  d.src = plain ? d.src_plain : memory::desc(src_dims, dt::f32, tag::any);
-  d.dst = plain ? d.dst_plain : memory::desc(dst_dims, dt::f32, tag::any);
-  d.wei = memory::desc(wei_dims, dt::f32, tag::any);
-  if (with_bias) d.bias = memory::desc({g.O}, dt::f32, tag::x);
-  d.strides = {g.stride_h, g.stride_w};
-  d.dilates = {g.dil_h - 1, g.dil_w - 1};  // oneDNN counts extra gaps
-  d.pad_l = {g.pad_top, g.pad_left};
-  d.pad_r = {g.pad_bottom, g.pad_right};
-  return d;
-}
-
 dnnl::primitive_attr scratch_attr() {
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -110,6 +76,35 @@ void run_reorder(const dnnl::reorder& r, const memory& from, const memory& to,
 }
 
 }  // namespace
+
+Descs make_descs(const ConvGeometry& g, bool with_bias) {
+  Descs d;
+  const tag act_tag = g.channels_last ? tag::nhwc : tag::nchw;
+  const memory::dims src_dims = {g.N, g.C, g.H, g.W};
+  const memory::dims dst_dims = {g.N, g.O, g.OH, g.OW};
+  memory::dims wei_dims;
+  tag wei_tag;
+  if (g.groups > 1) {
+    wei_dims = {g.groups, g.O / g.groups, g.C / g.groups, g.KH, g.KW};
+    wei_tag = tag::goihw;
+  } else {
+    wei_dims = {g.O, g.C, g.KH, g.KW};
+    wei_tag = tag::oihw;
+  }
+  d.src_plain = memory::desc(src_dims, dt::f32, act_tag);
+  d.dst_plain = memory::desc(dst_dims, dt::f32, act_tag);
+  d.wei_plain = memory::desc(wei_dims, dt::f32, wei_tag);
+  const bool plain = use_plain_activations(g);
+  d.src = plain ? d.src_plain : memory::desc(src_dims, dt::f32, tag::any);
+  d.dst = plain ? d.dst_plain : memory::desc(dst_dims, dt::f32, tag::any);
+  d.wei = memory::desc(wei_dims, dt::f32, tag::any);
+  if (with_bias) d.bias = memory::desc({g.O}, dt::f32, tag::x);
+  d.strides = {g.stride_h, g.stride_w};
+  d.dilates = {g.dil_h - 1, g.dil_w - 1};  // oneDNN counts extra gaps
+  d.pad_l = {g.pad_top, g.pad_left};
+  d.pad_r = {g.pad_bottom, g.pad_right};
+  return d;
+}
 
 // ----------------------------------------------------------------- forward
 

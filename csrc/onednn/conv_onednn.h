@@ -26,6 +26,16 @@
 namespace fastconv {
 namespace onednn {
 
+// The memory descriptors and parameters of a convolution on geometry g:
+// plain (NCHW/NHWC, oihw/goihw) descriptors, the ones the plans create
+// primitives with (activations plain or `any` by the layout policy above,
+// weights `any`), and strides, oneDNN's dilations and pads.
+struct Descs {
+  dnnl::memory::desc src_plain, dst_plain, wei_plain, src, dst, wei, bias;
+  dnnl::memory::dims strides, dilates, pad_l, pad_r;
+};
+Descs make_descs(const ConvGeometry& g, bool with_bias);
+
 struct ConvFwdOptions {
   bool with_bias = false;  // add a per-output-channel bias
   bool residual = false;   // add a residual tensor (plain layout) before act
