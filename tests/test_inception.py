@@ -86,7 +86,8 @@ def device(request):
 @pytest.mark.parametrize("style", list(STYLES))
 @pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("mode", ["train", "eval"])
-@pytest.mark.parametrize("hw", [(7, 9), (1, 1), (4, 3)], ids=["7x9", "1x1", "4x3"])
+@pytest.mark.parametrize("hw", [(7, 9), (1, 1), (4, 3), (1, 6), (5, 1)],
+                         ids=["7x9", "1x1", "4x3", "1x6", "5x1"])
 def test_layer_matches_stock_layers(device, style, data_format, mode, hw):
     stock, fused = _pair(style, data_format)
     for layer in (stock, fused):

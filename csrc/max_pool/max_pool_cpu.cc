@@ -86,12 +86,59 @@ namespace {
 inline float max_nan(float a, float b) { return a != a ? a : (a > b ? a : b); }
 }  // namespace
 
+namespace {
+// One NCHW plane (C = 1) of max_pool3x3s1_forward as two flat passes over its
+// H * W values: the 3-wide row maximum into r, then the maximum of three of
+// those rows W apart. Flat loops of 196..3136 values vectorize where the
+// rows of 7..56 values did not (per-row loops were 3.7 ms for Inception 4a's
+// 3840 planes of 14x14, batch 8).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+void pool3x3s1_plane_forward(const float* x, float* y, int64_t H, int64_t W,
+                             float* r) {
+  const int64_t n = H * W;
+  if (W == 1) {
+    std::memcpy(r, x, sizeof(float) * n);
+  } else {
+#pragma omp simd
+    for (int64_t o = 1; o < n - 1; ++o)
+      r[o] = max_nan(max_nan(x[o - 1], x[o]), x[o + 1]);
+    // the row ends saw a neighbour from the adjacent row: redo them
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t a = h * W, b = a + W - 1;
+      r[a] = max_nan(x[a], x[a + 1]);
+      r[b] = max_nan(x[b - 1], x[b]);
+    }
+  }
+  if (H == 1) {
+    std::memcpy(y, r, sizeof(float) * n);
+    return;
+  }
+  for (int64_t o = 0; o < W; ++o) y[o] = max_nan(r[o], r[o + W]);
+#pragma omp simd
+  for (int64_t o = W; o < n - W; ++o)
+    y[o] = max_nan(max_nan(r[o - W], r[o]), r[o + W]);
+  for (int64_t o = n - W; o < n; ++o) y[o] = max_nan(r[o - W], r[o]);
+}
+}  // namespace
+
 FC_VECTOR_CLONES
 void max_pool3x3s1_forward(const float* x, float* y, int64_t images,
                            int64_t H, int64_t W, int64_t C) {
-  // Separable: the 3-wide row maximum, then the maximum of three of those.
-  // Rows are flat runs of W * C values whose horizontal neighbours are C
-  // apart, so the loops vectorize for any C (NCHW planes are C = 1).
+  if (C == 1) {
+#pragma omp parallel
+    {
+      std::vector<float> r(H * W);
+#pragma omp for schedule(static)
+      for (int64_t im = 0; im < images; ++im)
+        pool3x3s1_plane_forward(x + im * H * W, y + im * H * W, H, W, r.data());
+    }
+    return;
+  }
+  // NHWC: separable, the 3-wide row maximum, then the maximum of three of
+  // those. Rows are flat runs of W * C values whose horizontal neighbours are
+  // C apart, so the loops vectorize over the channels.
   const int64_t n = W * C;
 #pragma omp parallel
   {
