@@ -17,7 +17,8 @@ Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 """
 from paddle import nn
 
-from .ops import BlockConv, float32_on_cpu, max_pool2d, resnet_block
+from .ops import (BlockConv, avg_pool2d_nhwc_to_nchw, float32_on_cpu, max_pool2d,
+                  resnet_block)
 
 from .nn import _conv_padding, bn_affine
 from .nn import conv_bn_from_layers as _apply
@@ -225,16 +226,35 @@ class FusedInceptionBlock(nn.Layer):
 
 
 class _NCHWHead(nn.Layer):
-    """A channels_last GoogLeNet's head pool: its NHWC input (13x13 or 6x6
-    maps) is transposed back to NCHW and pooled by the stock layer, so the
-    heads' layers and the outputs are those of the NCHW model. (Paddle's NHWC
-    average pools failed inside paddle.inference's oneDNN layout passes.)"""
+    """A channels_last GoogLeNet's head pool: its NHWC input (14x14 or 7x7
+    maps) is pooled into an NCHW map, so the heads' layers and the outputs are
+    those of the NCHW model. Float32 CPU tensors: this package's NHWC-to-NCHW
+    average pool (one pass; batch 8, a 14x14x512 map: about 3.5 ms for
+    Paddle's transpose plus pool); elsewhere, and for options that kernel does
+    not take, the map is transposed back and pooled by the stock layer.
+    (Paddle's NHWC average pools failed inside paddle.inference's oneDNN
+    layout passes.)"""
 
     def __init__(self, pool):
         super().__init__()
         self.pool = [pool]
+        self.args = None  # (kernel_size or None: the whole map, stride, padding, exclusive)
+        if isinstance(pool, nn.AdaptiveAvgPool2D):
+            if pool._output_size in (1, [1, 1], (1, 1)):
+                self.args = (None, None, 0, True)
+        elif isinstance(pool, nn.AvgPool2D):
+            pad = pool.padding
+            if not pool.ceil_mode and pool.divisor is None and (
+                    isinstance(pad, int) or (isinstance(pad, (list, tuple)) and len(pad) == 2)):
+                self.args = (pool.ksize, pool.stride, pad, bool(pool.exclusive))
 
     def forward(self, x):
+        if self.args is not None and float32_on_cpu(x):
+            kernel, stride, pad, exclusive = self.args
+            if kernel is None:  # global average: the whole map is the window
+                kernel = stride = [int(x.shape[1]), int(x.shape[2])]
+            if min(x.shape[1:3]) > 0:  # (a static graph's unknown size is -1)
+                return avg_pool2d_nhwc_to_nchw(x, kernel, stride, pad, exclusive)
         return self.pool[0](x.transpose([0, 3, 1, 2]))
 
 

@@ -302,6 +302,31 @@ def max_pool2d_nhwc(x, kernel_size, stride=None, padding=0):
     return max_pool2d(x, kernel_size, stride, padding, data_format="NHWC")
 
 
+def avg_pool2d_nhwc_to_nchw(x, kernel_size, stride=None, padding=0, exclusive=True):
+    """Average pooling of an NHWC float32 CPU tensor into an NCHW output, with
+    backward: paddle.nn.functional.avg_pool2d(x.transpose([0, 3, 1, 2]),
+    kernel_size, stride, padding, exclusive=exclusive) (floor mode) in one
+    pass, without transposing the input. Used by fuse(..., channels_last=True)
+    for GoogLeNet's head pools, whose heads take NCHW maps."""
+    op = "fastconv_avg_pool_nhwc_to_nchw"
+    _args.check_tensor(x, "x", op, ndim=4)
+    k = _args.pair(kernel_size, "kernel_size", op)
+    s = _args.pair(stride if stride is not None else kernel_size, "stride", op)
+    p = _args.pair(padding, "padding", op, minimum=0)
+    if p[0] >= k[0] or p[1] >= k[1]:
+        raise ValueError("%s: argument 'padding' %s must be smaller than kernel_size %s"
+                         % (op, p, k))
+    if x.dtype != paddle.float32:
+        raise TypeError("%s: argument 'x' must be float32, got %s" % (op, x.dtype))
+    if not isinstance(exclusive, (bool, np.bool_)):
+        raise TypeError("%s: argument 'exclusive' must be a bool, got %r" % (op, exclusive))
+    h, w = x.shape[1], x.shape[2]
+    if min(x.shape) == 0 or (h > 0 and h + 2 * p[0] < k[0]) or (w > 0 and w + 2 * p[1] < k[1]):
+        raise ValueError("%s: argument 'x' of shape %s gives no output with kernel_size %s "
+                         "and padding %s" % (op, list(x.shape), k, p))
+    return OPS[op](x, k, s, p, bool(exclusive))
+
+
 INCEPTION_STAGES = ("1x1", "3x3 reduce", "3x3", "5x5 reduce", "5x5", "pool projection")
 
 
