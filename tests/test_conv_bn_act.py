@@ -284,3 +284,23 @@ def test_input_without_gradient_skips_dx_and_keeps_weight_grads(kind):
         for p in (conv.weight, fused_conv.weight, bn.weight, bn.bias, fused_bn.weight,
                   fused_bn.bias):
             p.clear_gradient()
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_batch_statistics_accurate_for_large_means_and_counts(fmt):
+    """Batch mean and variance of a map whose mean (1000) dwarfs its spread
+    (0.5), over 8 * 40 * 40 values per channel, against float64: a naive
+    E[z^2] - E[z]^2 in float32 would lose the variance entirely. The identity
+    1x1 convolution makes z = x; momentum 0 makes the running statistics the
+    batch statistics."""
+    c = 24
+    layer = pf.nn.ConvBNReLU(c, c, 1, act="none", data_format=fmt, momentum=0.0)
+    layer.conv.weight.set_value(paddle.eye(c).reshape([c, c, 1, 1]))
+    rng = np.random.default_rng(7)
+    x_np = (1000.0 + rng.normal(0, 0.5, (8, 40, 40, c))).astype("float32")
+    x64 = x_np.astype("float64").reshape(-1, c)
+    if fmt == "NCHW":
+        x_np = np.ascontiguousarray(x_np.transpose(0, 3, 1, 2))
+    layer(paddle.to_tensor(x_np))
+    np.testing.assert_allclose(layer.bn._mean.numpy(), x64.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(layer.bn._variance.numpy(), x64.var(0), rtol=2e-4)
