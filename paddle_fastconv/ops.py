@@ -285,6 +285,11 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, data_format="NCHW"):
     data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS,
                                "fastconv_max_pool")
     op = "fastconv_max_pool_nhwc" if data_format == "NHWC" else "fastconv_max_pool_nchw"
+    return OPS[op](x, *_pool_args(x, kernel_size, stride, padding, op))[0]
+
+
+def _pool_args(x, kernel_size, stride, padding, op):
+    """The checked [kh, kw], [sh, sw], [ph, pw] of a pool op on float32 x."""
     _args.check_tensor(x, "x", op, ndim=4)
     k = _args.pair(kernel_size, "kernel_size", op)
     s = _args.pair(stride if stride is not None else kernel_size, "stride", op)
@@ -294,7 +299,7 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, data_format="NCHW"):
                          % (op, p, k))
     if x.dtype != paddle.float32:
         raise TypeError("%s: argument 'x' must be float32, got %s" % (op, x.dtype))
-    return OPS[op](x, k, s, p)[0]
+    return k, s, p
 
 
 def max_pool2d_nhwc(x, kernel_size, stride=None, padding=0):
@@ -309,15 +314,7 @@ def avg_pool2d_nhwc_to_nchw(x, kernel_size, stride=None, padding=0, exclusive=Tr
     pass, without transposing the input. Used by fuse(..., channels_last=True)
     for GoogLeNet's head pools, whose heads take NCHW maps."""
     op = "fastconv_avg_pool_nhwc_to_nchw"
-    _args.check_tensor(x, "x", op, ndim=4)
-    k = _args.pair(kernel_size, "kernel_size", op)
-    s = _args.pair(stride if stride is not None else kernel_size, "stride", op)
-    p = _args.pair(padding, "padding", op, minimum=0)
-    if p[0] >= k[0] or p[1] >= k[1]:
-        raise ValueError("%s: argument 'padding' %s must be smaller than kernel_size %s"
-                         % (op, p, k))
-    if x.dtype != paddle.float32:
-        raise TypeError("%s: argument 'x' must be float32, got %s" % (op, x.dtype))
+    k, s, p = _pool_args(x, kernel_size, stride, padding, op)
     if not isinstance(exclusive, (bool, np.bool_)):
         raise TypeError("%s: argument 'exclusive' must be a bool, got %r" % (op, exclusive))
     h, w = x.shape[1], x.shape[2]

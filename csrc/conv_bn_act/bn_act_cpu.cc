@@ -253,7 +253,8 @@ void backward_reduce_pixels(const float* dy, int64_t dys, const float* y,
 }
 
 // dz = k1 * (g - k3) + k2 * (z - mean), dres = g; one NCHW plane (scalar
-// coefficients) or one NHWC pixel (per-channel arrays, `per_channel`).
+// coefficients: backward_apply_plane) or one NHWC pixel (per-channel arrays:
+// backward_apply_pixel).
 FC_VECTOR_CLONES
 void backward_apply_plane(const float* dp, const float* yp, const float* zp,
                           float a, float b, float d, float m, bool relu,

@@ -49,8 +49,9 @@ void bn_backward_coefficients(const float* gamma, const float* invstd,
                               double count, bool batch_stats, int64_t channels,
                               float* k1, float* k2, float* k3);
 
-// Per-channel mean and biased variance (shifted sums accumulated in double:
-// accurate for large counts and means far from zero).
+// Per-channel mean and biased variance (sums of values shifted by each
+// channel's first value, in float over one NCHW plane or 64 NHWC pixels, then
+// in double: accurate for large counts and means far from zero).
 void channel_stats(const float* z, ChannelView v, float* mean, float* var,
                    const RowStrides& s = {});
 
