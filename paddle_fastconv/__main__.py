@@ -31,7 +31,10 @@ def _parser():
     b.add_argument("--threads", type=int, default=os.cpu_count(),
                    help="CPU threads for stock and fused alike (default: all cores, %d)"
                    % os.cpu_count())
-    b.add_argument("--repeat", type=int, default=5, help="timed runs per case; the median is shown")
+    b.add_argument("--repeat", type=int, default=5,
+                   help="timed runs of each variant, in turns (one run of stock, "
+                        "fused, ... per round, so a drifting machine slows all "
+                        "alike); the median is shown (default 5)")
     b.add_argument("--json", help="also write the results to this JSON file")
     b.add_argument("--png", help="also draw the speedups into this PNG (needs matplotlib)")
     b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
@@ -93,7 +96,8 @@ def main(argv=None):
         raise SystemExit("bench: googlenet takes 224x224 images only (its auxiliary heads "
                          "fix the size); use --image-size 224")
     bench.run(layers, args.batch, modes, args.data_format, args.repeat, args.json,
-              models=models, image_size=args.image_size, png_path=args.png)
+              models=models, image_size=args.image_size, model_repeat=args.repeat,
+              png_path=args.png)
 
 
 if __name__ == "__main__":

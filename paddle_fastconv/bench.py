@@ -37,17 +37,26 @@ def _sync():
         paddle.device.synchronize()
 
 
-def _median_ms(fn, repeat, warmup=2):
-    for _ in range(warmup):
-        fn()
+def _interleaved_median_ms(fns, repeat, warmup=2):
+    """Median ms of each function in `fns` (name -> callable), timed in
+    turns: every repetition runs each function once, in an order rotated per
+    repetition, so that a machine whose speed drifts (shared or throttled
+    CPUs) slows all of them alike and their ratios hold; timed one after the
+    other, a minute apart, they did not (a shared 2-vCPU VM varied by 30%)."""
+    names = list(fns)
+    for name in names:
+        for _ in range(warmup):
+            fns[name]()
     _sync()
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        _sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    times = {name: [] for name in names}
+    for r in range(repeat):
+        for i in range(len(names)):
+            name = names[(i + r) % len(names)]
+            t = time.perf_counter()
+            fns[name]()
+            _sync()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
 def peak_memory_mib(fn):
@@ -113,18 +122,18 @@ def bench_layer(name, batch=8, data_format="NCHW", mode="eval", repeat=5):
                 y = f(xg)
                 y.backward(paddle.ones_like(y))
             return run
-        row["stock_ms"] = _median_ms(step(lambda t: paddle.nn.functional.relu(bn(conv(t)))), repeat)
-        row["fused_ms"] = _median_ms(step(fused), repeat)
+        fns = {"stock_ms": step(lambda t: paddle.nn.functional.relu(bn(conv(t)))),
+               "fused_ms": step(fused)}
+        row.update(_interleaved_median_ms(fns, repeat))
         flop_factor = 3.0  # forward, backward data, backward weights
     else:
         with paddle.no_grad():
-            row["stock_ms"] = _median_ms(stock, repeat)
-            row["fused_ms"] = _median_ms(lambda: fused(x), repeat)
+            fns = {"stock_ms": stock, "fused_ms": lambda: fused(x)}
             if runtime.onednn_available() and x.place.is_cpu_place():
                 w = conv.weight
-                row["onednn_conv_ms"] = _median_ms(
-                    lambda: onednn_conv2d(x, w, stride=s, padding=p, data_format=data_format),
-                    repeat)
+                fns["onednn_conv_ms"] = lambda: onednn_conv2d(
+                    x, w, stride=s, padding=p, data_format=data_format)
+            row.update(_interleaved_median_ms(fns, repeat))
         flop_factor = 1.0
     hw_out = (hw + 2 * p - k) // s + 1
     flops = conv_flops(cin, cout, k, hw_out, batch) * flop_factor
@@ -177,11 +186,11 @@ def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdou
     threads = runtime.get_num_threads()
     if rows:
         out.write("\n" + format_table(rows) + "\n")
-        out.write("layers: batch %d, %s, %d threads, fp32, median of %d runs\n"
+        out.write("layers: batch %d, %s, %d threads, fp32, median of %d runs (timed in turns)\n"
                   % (batch, data_format, threads, repeat))
     if model_rows:
         out.write("\n" + bench_models.format_table(model_rows) + "\n")
-        out.write("models: batch %d, %dx%d, %d threads, fp32, median of %d runs; "
+        out.write("models: batch %d, %dx%d, %d threads, fp32, median of %d runs (timed in turns); "
                   "paddle.inference runs the exported stock model with oneDNN; the "
                   "oneDNN conv floor is the model's convolutions alone on oneDNN's "
                   "kernels (no engine on them can be faster; in brackets the speedup "

@@ -11,7 +11,7 @@ import numpy as np
 import paddle
 from paddle.static import InputSpec
 
-from .bench import _median_ms
+from .bench import _interleaved_median_ms
 from .floor import conv_floor
 from .fusion import fuse
 from .runtime import onednn_available
@@ -39,8 +39,11 @@ def _gmacs(name, size):
     return GMACS[name] * (size / 224.0) ** 2
 
 
-def _median_s(fn, repeat):
-    return _median_ms(fn, repeat, warmup=1) / 1e3
+def _images_per_s(fns, batch, repeat):
+    """Images/s of each function (name -> callable running one batch), timed
+    in turns (bench._interleaved_median_ms), one warm-up run each."""
+    ms = _interleaved_median_ms(fns, repeat, warmup=1)
+    return {name: batch / (t / 1e3) for name, t in ms.items()}
 
 
 def inference_runner(model, x, size, threads):
@@ -114,11 +117,11 @@ def bench_model(name, batch, size, mode, repeat, threads):
                                        "%.3g)" % (name, k, err))
             if _floor_applies(x):
                 fns["onednn_conv_floor"] = conv_floor(stock, x, "eval")
-            for k, fn in fns.items():
-                row[k] = batch / _median_s(fn, repeat)
+            row.update(_images_per_s(fns, batch, repeat))
         row["fused_gflops"] = 2 * _gmacs(name, size) * _best(row)
     else:
         label = paddle.randint(0, 1000, [batch, 1])
+        steps = {}
         for k, m in [("stock", stock)] + list(variants.items()):
             m.train()
             opt = paddle.optimizer.Momentum(1e-4, momentum=0.9, parameters=m.parameters())
@@ -127,9 +130,10 @@ def bench_model(name, batch, size, mode, repeat, threads):
                 training_loss(m(x), label).backward()
                 opt.step()
                 opt.clear_grad()
-            row[k] = batch / _median_s(step, repeat)
+            steps[k] = step
         if _floor_applies(x):
-            row["onednn_conv_floor"] = batch / _median_s(conv_floor(stock, x, "train"), repeat)
+            steps["onednn_conv_floor"] = conv_floor(stock, x, "train")
+        row.update(_images_per_s(steps, batch, repeat))
         row["fused_gflops"] = 6 * _gmacs(name, size) * _best(row)
     return row
 
