@@ -32,9 +32,10 @@ def _parser():
                    help="CPU threads for stock and fused alike (default: all cores, %d)"
                    % os.cpu_count())
     b.add_argument("--repeat", type=int, default=5,
-                   help="timed runs of each variant, in turns (one run of stock, "
-                        "fused, ... per round, so a drifting machine slows all "
-                        "alike); the median is shown (default 5)")
+                   help="timed runs of each variant, in turns (per round stock, "
+                        "fused, ... each run twice, untimed then timed, so a "
+                        "drifting machine slows all alike); the median is shown "
+                        "(default 5)")
     b.add_argument("--json", help="also write the results to this JSON file")
     b.add_argument("--png", help="also draw the speedups into this PNG (needs matplotlib)")
     b.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",

@@ -39,10 +39,14 @@ def _sync():
 
 def _interleaved_median_ms(fns, repeat, warmup=2):
     """Median ms of each function in `fns` (name -> callable), timed in
-    turns: every repetition runs each function once, in an order rotated per
-    repetition, so that a machine whose speed drifts (shared or throttled
-    CPUs) slows all of them alike and their ratios hold; timed one after the
-    other, a minute apart, they did not (a shared 2-vCPU VM varied by 30%)."""
+    turns: every round runs each function twice in a row, untimed then timed,
+    in an order rotated per round. Turns make a machine whose speed drifts
+    (shared or throttled CPUs) slow all of them alike, so their ratios hold
+    (timed one after the other, minutes apart, they did not: a shared 2-vCPU
+    VM drifted by 30%); the untimed run first makes each timed run follow one
+    of its own, with its weights and buffers as warm in the caches as in a
+    loop that runs only it (timing right after another model cost ResNet-50's
+    fused training step a quarter of its speed)."""
     names = list(fns)
     for name in names:
         for _ in range(warmup):
@@ -52,6 +56,8 @@ def _interleaved_median_ms(fns, repeat, warmup=2):
     for r in range(repeat):
         for i in range(len(names)):
             name = names[(i + r) % len(names)]
+            fns[name]()
+            _sync()
             t = time.perf_counter()
             fns[name]()
             _sync()
