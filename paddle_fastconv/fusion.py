@@ -249,12 +249,12 @@ class _NCHWHead(nn.Layer):
                 self.args = (pool.ksize, pool.stride, pad, bool(pool.exclusive))
 
     def forward(self, x):
-        if self.args is not None and float32_on_cpu(x):
+        # (a static graph's unknown map size is -1: the stock route then)
+        if self.args is not None and float32_on_cpu(x) and min(x.shape[1:3]) > 0:
             kernel, stride, pad, exclusive = self.args
             if kernel is None:  # global average: the whole map is the window
                 kernel = stride = [int(x.shape[1]), int(x.shape[2])]
-            if min(x.shape[1:3]) > 0:  # (a static graph's unknown size is -1)
-                return avg_pool2d_nhwc_to_nchw(x, kernel, stride, pad, exclusive)
+            return avg_pool2d_nhwc_to_nchw(x, kernel, stride, pad, exclusive)
         return self.pool[0](x.transpose([0, 3, 1, 2]))
 
 

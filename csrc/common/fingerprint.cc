@@ -1,13 +1,13 @@
 // See fingerprint.h.
 #include "common/fingerprint.h"
 
-#include "common/vector_clones.h"
-
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#include "common/vector_clones.h"
 
 namespace fastconv {
 namespace {

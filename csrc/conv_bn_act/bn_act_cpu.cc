@@ -38,15 +38,11 @@ void set_num_threads(int n) { omp_set_num_threads(std::max(1, n)); }
 
 namespace {
 
-// Relu mask on the gradient, with Paddle's relu_grad convention (out > 0).
-inline float masked(float dy, float y, bool relu) {
-  return relu ? (y > 0.f ? dy : 0.f) : dy;
-}
-
-// dy where y > 0, else +0 (as `masked`), as a bit mask: GCC keeps a float
-// select such as `y > 0 ? dy : 0` as a branch in some loops (with floating-
-// point traps assumed), which on a random ReLU mask mispredicts per element;
-// an integer AND vectorizes.
+// The ReLU mask on the gradient, with Paddle's relu_grad convention: dy where
+// y > 0, else +0, as a bit mask. GCC keeps a float select such as
+// `y > 0 ? dy : 0` as a branch in some loops (with floating-point traps
+// assumed), which on a random ReLU mask mispredicts per element; an integer
+// AND vectorizes.
 inline float relu_mask_bits(float dy, float y) {
   uint32_t bits;
   std::memcpy(&bits, &dy, sizeof bits);
@@ -61,24 +57,25 @@ inline float relu_mask_bits(float dy, float y) {
 // hop between N strided streams per array) into its own per-channel arrays;
 // the partials are then summed in thread order, so results are deterministic
 // for a fixed thread count. NHWC: a row is one pixel (C channels); NCHW: a
-// row is one (image, channel) plane of `inner` elements.
-template <typename RowFn>
+// row is one (image, channel) plane of `inner` elements. fn(r0, r1, acc) adds
+// rows [r0, r1), the thread's range, into its nvals * C sums acc.
+template <typename RangeFn>
 void reduce_rows(int64_t rows, int64_t C, int nvals, std::vector<double>& out,
-                 RowFn fn) {
+                 RangeFn fn) {
   const int nt = static_cast<int>(
       std::max<int64_t>(1, std::min<int64_t>(num_threads(), rows)));
-  std::vector<double> part(static_cast<size_t>(nt) * nvals * C, 0.0);
+  const size_t width = static_cast<size_t>(nvals) * C;
+  std::vector<double> part(static_cast<size_t>(nt) * width, 0.0);
 #pragma omp parallel num_threads(nt)
   {
     const int t = omp_get_thread_num();
-    const int64_t lo = rows * t / nt, hi = rows * (t + 1) / nt;
-    double* acc = part.data() + static_cast<size_t>(t) * nvals * C;
-    for (int64_t r = lo; r < hi; ++r) fn(r, acc);
+    fn(rows * t / nt, rows * (t + 1) / nt,
+       part.data() + static_cast<size_t>(t) * width);
   }
-  out.assign(static_cast<size_t>(nvals) * C, 0.0);
+  out.assign(width, 0.0);
   for (int t = 0; t < nt; ++t)
-    for (int64_t k = 0; k < nvals * C; ++k)
-      out[k] += part[static_cast<size_t>(t) * nvals * C + k];
+    for (size_t k = 0; k < width; ++k)
+      out[k] += part[static_cast<size_t>(t) * width + k];
 }
 
 // Row strides: the given one, or the dense one.
@@ -91,8 +88,6 @@ inline int64_t dense_or(int64_t stride, const ChannelView& v) {
 inline int64_t plane_at(int64_t row, int64_t C, int64_t I, int64_t stride) {
   return (row / C) * stride + (row % C) * I;
 }
-
-}  // namespace
 
 // ------------------------------------------------------------ span kernels
 //
@@ -107,8 +102,6 @@ inline int64_t plane_at(int64_t row, int64_t C, int64_t I, int64_t stride) {
 // computed one image's input gradient of a block 6% off, although that
 // kernel's own results agreed with the single-version one to 1e-7; the
 // cause is not understood, so the BN kernels stay single-version.
-
-namespace {
 
 constexpr int64_t kPixelBlock = 64;
 
@@ -295,32 +288,30 @@ void backward_apply_pixel(const float* dp, const float* yp, const float* zp,
   }
 }
 
-// NHWC reductions: as reduce_rows, over blocks of up to kPixelBlock pixels;
-// fn(r0, r1, f) adds rows [r0, r1) into the nvals * C floats f (zeroed per
-// block), which are then added into the thread's double sums.
+// reduce_rows over NCHW planes: plane_fn(row, acc) per plane.
+template <typename PlaneFn>
+void reduce_planes(int64_t rows, int64_t C, int nvals, std::vector<double>& out,
+                   PlaneFn plane_fn) {
+  reduce_rows(rows, C, nvals, out, [&](int64_t r0, int64_t r1, double* acc) {
+    for (int64_t r = r0; r < r1; ++r) plane_fn(r, acc);
+  });
+}
+
+// reduce_rows over NHWC pixels in blocks of up to kPixelBlock: block_fn(b0,
+// b1, f) adds pixels [b0, b1) into the nvals * C floats f (zeroed per block),
+// which are then added into the thread's double sums.
 template <typename BlockFn>
-void reduce_pixel_blocks(int64_t rows, int64_t C, int nvals,
-                         std::vector<double>& out, BlockFn fn) {
-  const int nt = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(num_threads(), rows)));
+void reduce_pixels(int64_t rows, int64_t C, int nvals, std::vector<double>& out,
+                   BlockFn block_fn) {
   const size_t width = static_cast<size_t>(nvals) * C;
-  std::vector<double> part(static_cast<size_t>(nt) * width, 0.0);
-#pragma omp parallel num_threads(nt)
-  {
-    const int t = omp_get_thread_num();
-    const int64_t lo = rows * t / nt, hi = rows * (t + 1) / nt;
-    double* acc = part.data() + static_cast<size_t>(t) * width;
+  reduce_rows(rows, C, nvals, out, [&](int64_t r0, int64_t r1, double* acc) {
     std::vector<float> f(width);
-    for (int64_t r0 = lo; r0 < hi; r0 += kPixelBlock) {
+    for (int64_t b0 = r0; b0 < r1; b0 += kPixelBlock) {
       std::fill(f.begin(), f.end(), 0.f);
-      fn(r0, std::min(hi, r0 + kPixelBlock), f.data());
+      block_fn(b0, std::min(r1, b0 + kPixelBlock), f.data());
       for (size_t k = 0; k < width; ++k) acc[k] += f[k];
     }
-  }
-  out.assign(width, 0.0);
-  for (int t = 0; t < nt; ++t)
-    for (size_t k = 0; k < width; ++k)
-      out[k] += part[static_cast<size_t>(t) * width + k];
+  });
 }
 
 }  // namespace
@@ -337,7 +328,7 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var,
     // NCHW: shift by each channel's first value (image 0) for accuracy; each
     // plane is summed in float, the planes in double.
     for (int64_t c = 0; c < C; ++c) shift[c] = z[c * I];
-    reduce_rows(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
+    reduce_planes(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
       const int64_t c = row % C;
       float r[2];
       stats_plane(z + plane_at(row, C, I, zs), I, shift[c], r);
@@ -347,7 +338,7 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var,
   } else {
     // NHWC: channels contiguous within a pixel.
     for (int64_t c = 0; c < C; ++c) shift[c] = z[c];
-    reduce_pixel_blocks(v.outer, C, 2, sums, [&](int64_t r0, int64_t r1, float* f) {
+    reduce_pixels(v.outer, C, 2, sums, [&](int64_t r0, int64_t r1, float* f) {
       stats_pixels(z + r0 * zs, zs, r1 - r0, C, shift.data(), f, f + C);
     });
   }
@@ -363,13 +354,13 @@ void channel_sum(const float* t, ChannelView v, double* sums,
   const int64_t C = v.channels, I = v.inner, ts = dense_or(s.dz, v);
   std::vector<double> out;
   if (I > 1) {
-    reduce_rows(v.outer * C, C, 1, out, [&](int64_t row, double* acc) {
+    reduce_planes(v.outer * C, C, 1, out, [&](int64_t row, double* acc) {
       float r;
       sum_plane(t + plane_at(row, C, I, ts), I, &r);
       acc[row % C] += r;
     });
   } else {
-    reduce_pixel_blocks(v.outer, C, 1, out, [&](int64_t r0, int64_t r1, float* f) {
+    reduce_pixels(v.outer, C, 1, out, [&](int64_t r0, int64_t r1, float* f) {
       sum_pixels(t + r0 * ts, ts, r1 - r0, C, f);
     });
   }
@@ -407,7 +398,7 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
                 zs = dense_or(s.z, v);
   std::vector<double> sums;
   if (I > 1) {
-    reduce_rows(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
+    reduce_planes(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
       const int64_t c = row % C;
       float r[2];
       backward_reduce_plane(dy + plane_at(row, C, I, dys),
@@ -417,7 +408,7 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
       acc[C + c] += r[1];
     });
   } else {
-    reduce_pixel_blocks(v.outer, C, 2, sums, [&](int64_t r0, int64_t r1, float* f) {
+    reduce_pixels(v.outer, C, 2, sums, [&](int64_t r0, int64_t r1, float* f) {
       backward_reduce_pixels(dy + r0 * dys, dys, y + r0 * ys, ys, z + r0 * zs,
                              zs, r1 - r0, C, mean, relu, f, f + C);
     });

@@ -99,18 +99,14 @@ void max_pool_nhwc_backward(const float* dy, const int32_t* argmax, float* dx,
 namespace {
 // max that propagates NaN from either side (branch-free, vectorizes)
 inline float max_nan(float a, float b) { return a != a ? a : (a > b ? a : b); }
-}  // namespace
 
-namespace {
 // One image of max_pool3x3s1_forward ([H, W, C]; NCHW planes are C = 1) as
 // two flat passes over its H * W * C values: the 3-wide row maximum into r
 // (horizontal neighbours are C apart), then the maximum of three of those
 // rows, W * C apart. Flat loops vectorize for any C, where per-row loops of an
 // NCHW plane's 7..56 values did not (3.7 ms for Inception 4a's 3840 planes of
 // 14x14, batch 8, against 0.5 ms now).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+FC_VECTOR_CLONES
 void pool3x3s1_image_forward(const float* x, float* y, int64_t H, int64_t W,
                              int64_t C, float* r) {
   const int64_t n = W * C, all = H * n;
@@ -159,9 +155,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 // One plane of max_pool_nchw_forward: for each input row and kernel column,
 // the outputs that see it form one range of ow (vectorized select; strict '>'
 // in row-major window order keeps the first maximum).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+FC_VECTOR_CLONES
 void pool_plane_forward(const float* xp, float* yp, int32_t* ap,
                         const PoolGeometry& p) {
   for (int64_t oh = 0; oh < p.OH; ++oh) {
@@ -191,7 +185,6 @@ void pool_plane_forward(const float* xp, float* yp, int32_t* ap,
 }
 }  // namespace
 
-FC_VECTOR_CLONES
 void max_pool_nchw_forward(const float* x, float* y, int32_t* argmax,
                            const PoolGeometry& p) {
 #pragma omp parallel for schedule(static)
@@ -219,9 +212,7 @@ namespace {
 // offset, the outputs whose row has that neighbour form one index range, and
 // `col` masks the left/right edges. Built for AVX-512, AVX2 and the baseline,
 // picked at load time.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+FC_VECTOR_CLONES
 void pool_plane_backward(const float* xp, const float* yp, const float* gp,
                          float* dxp, int32_t H, int32_t W, const int32_t* col,
                          int32_t* at) {
@@ -243,18 +234,14 @@ void pool_plane_backward(const float* xp, const float* yp, const float* gp,
     }
   for (int32_t o = 0; o < n; ++o) dxp[at[o]] += gp[o];
 }
-}  // namespace
 
-namespace {
 // One NHWC image of max_pool3x3s1_backward with many channels: per output
 // pixel, the window in row-major order; each channel's gradient is added to
 // the first input equal to the maximum (a `taken` flag per channel stops the
 // later ones). Every step is a contiguous, branch-free loop over the channels;
 // an index-and-scatter form (dx[at[c] * C + c] += g[c]) did not vectorize and
 // was 17 ms of GoogLeNet's channels_last training step (batch 8).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-__attribute__((target_clones("avx512f", "avx2", "default")))
-#endif
+FC_VECTOR_CLONES
 void pool_pixels_backward(const float* xn, const float* yn, const float* gn,
                           float* dn, int64_t H, int64_t W, int64_t C,
                           int32_t* taken) {
@@ -279,7 +266,6 @@ void pool_pixels_backward(const float* xn, const float* yn, const float* gn,
 }
 }  // namespace
 
-FC_VECTOR_CLONES
 void max_pool3x3s1_backward(const float* x, const float* y, const float* dy,
                             float* dx, int64_t images, int64_t H, int64_t W,
                             int64_t C, bool accumulate) {
