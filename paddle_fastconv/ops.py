@@ -47,23 +47,23 @@ def _absent(shape, dtype, place, role=""):
     return t
 
 
-# id(weight) -> the weight buffers whose folded eval copies the CPU engine
-# caches. When the weight is freed its entries are dropped, so the cache never
-# keeps a deleted layer's folded weights alive.
-_FOLDED_OWNERS = {}
+# id(weight) -> the weight buffers whose eval copies (BN folded in, or only
+# reordered for oneDNN) the CPU engine caches. When the weight is freed its
+# entries are dropped, so the caches never keep a deleted layer's copies alive.
+_EVAL_COPY_OWNERS = {}
 
 
-def _release_folded(key):
-    for ptr in _FOLDED_OWNERS.pop(key, ()):
-        CLIB.fastconv_release_folded_weights(ptr)
+def _release_eval_copies(key):
+    for ptr in _EVAL_COPY_OWNERS.pop(key, ()):
+        CLIB.fastconv_release_eval_weights(ptr)
 
 
-def _track_folded(weight):
+def _track_eval_copies(weight):
     ptr = weight.data_ptr()
-    ptrs = _FOLDED_OWNERS.get(id(weight))
+    ptrs = _EVAL_COPY_OWNERS.get(id(weight))
     if ptrs is None:
-        ptrs = _FOLDED_OWNERS[id(weight)] = set()
-        weakref.finalize(weight, _release_folded, id(weight))
+        ptrs = _EVAL_COPY_OWNERS[id(weight)] = set()
+        weakref.finalize(weight, _release_eval_copies, id(weight))
     ptrs.add(ptr)
 
 
@@ -246,7 +246,7 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
         # leaves an error (and race between threads running the same layer).
         running_mean, running_var = running_mean.detach(), running_var.detach()
         if not training and x.place.is_cpu_place():
-            _track_folded(weight)
+            _track_eval_copies(weight)
     outs = OPS[_OP](x, weight, bias, bn_weight, bn_bias, running_mean, running_var,
                     residual, strides, pads, dilations, int(groups), data_format,
                     act, bool(training), float(momentum), float(epsilon), _needs_grad(x))
@@ -255,11 +255,17 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
 
 @paddle.jit.not_to_static
 def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
-                  data_format="NCHW"):
+                  data_format="NCHW", cache_weights=None):
     """paddle.nn.functional.conv2d without bias, on oneDNN (float32 CPU),
     with backward. Runs the convolutions that have no BatchNorm to fuse (the
     paddle.vision GoogLeNet's), and is the benchmarks' yardstick for the
-    fused epilogue's cost."""
+    fused epilogue's cost.
+
+    cache_weights: keep the filters' oneDNN copy between calls (checked
+    against a fingerprint of the weight on every call, rebuilt when it
+    changed). None (default): in dygraph when no gradient is taken (under
+    paddle.no_grad() or for a weight that stops gradients), where the weight
+    is not about to change; never in static graphs."""
     op = "fastconv_onednn_conv2d"
     _args.check_tensor(x, "x", op, ndim=4)
     _args.check_tensor(weight, "weight", op, ndim=4)
@@ -270,8 +276,17 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     spatial = shape[2:4] if data_format == "NCHW" else shape[1:3]
     pads = _args.paddings(padding, op, data_format, kernel=list(weight.shape[2:4]),
                           stride=strides, dilation=dilations, spatial=spatial)
+    if cache_weights is None:
+        cache_weights = paddle.in_dynamic_mode() and not (
+            paddle.is_grad_enabled() and not weight.stop_gradient)
+    elif not isinstance(cache_weights, (bool, np.bool_)):
+        raise TypeError("%s: argument 'cache_weights' must be a bool or None, got %r"
+                        % (op, cache_weights))
+    cache_weights = bool(cache_weights) and paddle.in_dynamic_mode()
+    if cache_weights and x.place.is_cpu_place():
+        _track_eval_copies(weight)
     return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format,
-                   _needs_grad(x))
+                   _needs_grad(x), cache_weights)
 
 
 @paddle.jit.not_to_static
@@ -391,6 +406,11 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
         shift.append(entry[1])
         mean.append(entry[2])
         var.append(entry[3])
+    if paddle.in_dynamic_mode() and not training and x.place.is_cpu_place():
+        # eval caches the filters' oneDNN copies, keyed by stages 0, 2, 4, 5
+        # (the merged 1x1 convolution's by stage 0)
+        for i in (0, 2, 4, 5):
+            _track_eval_copies(weights[i])
     outs = OPS[op](x, *weights, *bias_in, *scale, *shift, mean, var, data_format,
                    bool(training), float(momentum), float(epsilon),
                    [int(bool(r)) for r in relus], bool(relu_after_concat))
@@ -521,7 +541,7 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW"):
     if paddle.in_dynamic_mode() and not training and x.place.is_cpu_place():
         for s, stage in zip(slots, stages):
             if stage is not None:
-                _track_folded(s[0])
+                _track_eval_copies(s[0])
     col = list(zip(*slots))
     flat = lambda vals: [int(v) for vs in vals for v in vs]  # noqa: E731
     outs = OPS[op](x, *col[0], *col[1], *col[2], list(col[3]), list(col[4]),

@@ -62,10 +62,12 @@ def get_num_threads():
 
 def set_cache_capacity(plans=512, folded_weights=256, host_pool_bytes=1 << 30):
     """Bounds the CPU caches: oneDNN primitive plans (per direction),
-    eval-mode folded weights (one per fused layer and geometry), and the
-    bytes of freed output memory the CPU ops keep for reuse (0 turns the
-    pool off). Least recently used entries are evicted; a layer's folded
-    weights are also dropped when its weight tensor is freed.
+    eval-mode weight copies (one per layer and geometry, each of two kinds:
+    BN folded into the filters, and filters only reordered for oneDNN, for
+    the convolutions without BN such as GoogLeNet's), and the bytes of freed
+    output memory the CPU ops keep for reuse (0 turns the pool off). Least
+    recently used entries are evicted; a layer's weight copies are also
+    dropped when its weight tensor is freed.
 
     Why a pool: large CPU tensors otherwise get freshly mapped pages from
     malloc, and the first write of each 4 KiB page faults; on the project's
@@ -88,7 +90,7 @@ def host_pool_available():
 
 
 def clear_caches():
-    """Drops every cached primitive and folded weight (they are rebuilt on
+    """Drops every cached primitive and eval weight copy (they are rebuilt on
     use) and frees the pooled output memory."""
     CLIB.fastconv_clear_caches()
 

@@ -287,6 +287,43 @@ def test_input_without_gradient_skips_dx_and_keeps_weight_grads(kind):
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
+def test_onednn_conv2d_weight_cache(fmt):
+    """onednn_conv2d keeps the filters' oneDNN copy where no gradient is
+    taken (no_grad, or a weight that stops gradients) and sees an in-place
+    change of the weight there; with gradients it caches nothing."""
+    import gc
+    from paddle_fastconv.ops import onednn_conv2d
+    if not pf.onednn_available():
+        pytest.skip("needs the oneDNN engine")
+    pf.clear_caches()
+    paddle.seed(5)
+    conv = paddle.nn.Conv2D(6, 10, 3, padding=1, bias_attr=False, data_format=fmt)
+    w = paddle.create_parameter([10, 6, 3, 3], "float32")
+    w.set_value(conv.weight)
+    x = paddle.randn(input_shape(2, 6, (7, 9), fmt))
+    run = lambda: onednn_conv2d(x, w, padding=1, data_format=fmt)  # noqa: E731
+    assert_close(run(), conv(x), "out", what="with gradients")
+    assert pf.cache_info()["folded_weights"] == 0
+    with paddle.no_grad():
+        for step in range(3):
+            assert_close(run(), conv(x), "out", what="no_grad call %d" % step)
+            assert pf.cache_info()["folded_weights"] == 1
+            w.set_value(w * 0.5)
+            conv.weight.set_value(conv.weight * 0.5)
+        # one element changed: the fingerprint, not a sample, decides
+        wn = w.numpy()
+        wn[9, 5, 2, 2] += 1.0
+        w.set_value(wn)
+        conv.weight.set_value(wn)
+        assert_close(run(), conv(x), "out", what="after one element changed")
+    del w
+    gc.collect()
+    assert pf.cache_info()["folded_weights"] == 0
+    with pytest.raises(TypeError, match="cache_weights"):
+        onednn_conv2d(x, conv.weight, padding=1, data_format=fmt, cache_weights="yes")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_batch_statistics_accurate_for_large_means_and_counts(fmt):
     """Batch mean and variance of a map whose mean (1000) dwarfs its spread
     (0.5), over 8 * 40 * 40 values per channel, against float64: a naive

@@ -215,6 +215,64 @@ def test_writes_fresh_output_and_leaves_input_alone():
     assert y1.data_ptr() != y2.data_ptr()
 
 
+@pytest.mark.parametrize("style", ["vision", "bn"])
+@pytest.mark.parametrize("data_format", ["NCHW", "NHWC"])
+def test_eval_weight_cache_sees_every_stage_change(style, data_format):
+    """Eval keeps the filters' oneDNN copies between calls (the merged 1x1
+    convolution's keyed by stage 0's weight): changing any one stage's weight
+    in place, a reduce stage's included, and an optimizer step in training
+    mode, must show in the next eval call."""
+    stock, fused = _pair(style, data_format)
+    x = _input(data_format)
+    x.stop_gradient = True
+    stock.eval(), fused.eval()
+    names = [k for k, _ in fused.named_parameters() if k.endswith("_conv.weight")]
+    assert len(names) == 6
+    with paddle.no_grad():
+        before = fused(x)
+        assert_close(before, stock(x), "out", what="first eval")
+        for name in names:
+            for m in (stock, fused):
+                w = dict(m.named_parameters())[name]
+                w.set_value(w * 0.5)
+            out = fused(x)
+            assert_close(out, stock(x), "out", what="after halving " + name)
+            assert float((out - before).abs().max()) > 1e-4, name
+            before = out
+    # a training step (weights change, no version bump), then eval again
+    opts = [paddle.optimizer.SGD(0.5, parameters=m.parameters()) for m in (stock, fused)]
+    stock.train(), fused.train()
+    for m, opt in zip((stock, fused), opts):
+        (m(x) ** 2).mean().backward()
+        opt.step()
+        opt.clear_grad()
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="eval after an SGD step")
+
+
+def test_eval_weight_cache_holds_one_entry_per_convolution():
+    """Four cached copies per block (merged 1x1, 3x3, 5x5, projection), the
+    same ones on every call, none in training; dropped with the block."""
+    import gc
+    if not pf.onednn_available():
+        pytest.skip("the weight cache belongs to the oneDNN engine")
+    pf.clear_caches()
+    _, fused = _pair("vision", "NHWC")
+    x = _input("NHWC")
+    fused.train()
+    fused(x)
+    assert pf.cache_info()["folded_weights"] == 0
+    fused.eval()
+    with paddle.no_grad():
+        for _ in range(3):
+            fused(x)
+            assert pf.cache_info()["folded_weights"] == 4
+    del fused
+    gc.collect()
+    assert pf.cache_info()["folded_weights"] == 0
+
+
 # ------------------------------------------------------------------ bad input
 
 def _ws(cin=10):

@@ -3,7 +3,10 @@
 // with its backward (data and weights). It runs the convolutions that have
 // no BatchNorm to fuse (GoogLeNet's stem in paddle.vision's style), and the
 // benchmarks use it as the yardstick for what the fused epilogue costs on
-// top of the convolution itself.
+// top of the convolution itself. With cache_weights (the Python side sets it
+// where no gradient is taken: eval) the filters' oneDNN copy is cached
+// (onednn/weight_cache.h); else they are reordered per call, into scratch.
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -14,6 +17,7 @@
 
 #ifdef FASTCONV_WITH_ONEDNN
 #include "onednn/conv_onednn.h"
+#include "onednn/weight_cache.h"
 #endif
 
 namespace fastconv {
@@ -28,7 +32,7 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
                                          const std::vector<int>& dilations,
                                          int groups,
                                          const std::string& data_format,
-                                         bool need_dx) {
+                                         bool need_dx, bool cache_weights) {
   FC_CHECK_ARG(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32 &&
                    w.dtype() == paddle::DataType::FLOAT32,
                kOp, "x", "must be a float32 CPU tensor (as must weight)");
@@ -43,11 +47,19 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
     onednn::ConvFwdOptions o;
     o.inference = true;
     auto plan = onednn::ConvForwardPlan::get(g, o);
-    // Weights are reordered per call, into scratch: a bare primitive call
-    // plus the reorder a caller without a weight cache would pay.
-    void* wbuf =
-        onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
-    plan->prepare_weights(w.data<float>(), wbuf, s);
+    std::shared_ptr<const onednn::PreparedWeights> cached;
+    const void* wbuf;
+    if (cache_weights) {
+      cached = onednn::get_prepared_weights(
+          *plan, onednn::ConvForwardPlan::key_of(g, o),
+          {{w.data<float>(), w.numel()}}, s);
+      wbuf = cached->data();
+    } else {
+      void* tmp =
+          onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
+      plan->prepare_weights(w.data<float>(), tmp, s);
+      wbuf = tmp;
+    }
     plan->execute(x.data<float>(), wbuf, nullptr, nullptr, y.data<float>(),
                   s);
     return std::vector<paddle::Tensor>{y};
@@ -61,7 +73,7 @@ std::vector<paddle::Tensor> OnednnConv2dBackward(
     const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& dy,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
-    const std::string& data_format, bool need_dx) {
+    const std::string& data_format, bool need_dx, bool cache_weights) {
   ConvGeometry g = make_conv_geometry(x.shape(), w.shape(), strides, paddings,
                                       dilations, groups, data_format, kOp);
   FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(), kOp,
@@ -91,7 +103,7 @@ std::vector<std::vector<int64_t>> OnednnConv2dShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
-    const std::string& data_format, bool need_dx) {
+    const std::string& data_format, bool need_dx, bool cache_weights) {
   return {infer_conv_out_shape(x, w, strides, paddings, dilations,
                                data_format == "NHWC")};
 }
@@ -119,7 +131,7 @@ std::vector<paddle::DataType> OnednnConv2dGradDtype(
 #define FC_CONV2D_ATTRS                                                    \
   {"strides: std::vector<int>", "paddings: std::vector<int>",              \
    "dilations: std::vector<int>", "groups: int", "data_format: std::string", \
-   "need_dx: bool"}
+   "need_dx: bool", "cache_weights: bool"}
 
 PD_BUILD_OP(fastconv_onednn_conv2d)
     .Inputs({"X", "Filter"})

@@ -27,6 +27,7 @@
 #include "max_pool/max_pool.h"
 #ifdef FASTCONV_WITH_ONEDNN
 #include "onednn/conv_onednn.h"
+#include "onednn/weight_cache.h"
 #endif
 
 namespace fastconv {
@@ -57,6 +58,7 @@ struct Ctx {
   const InceptionGeometry& g;
   const InceptionAttrs& a;
   std::vector<const float*> w, bias, gamma, beta;
+  std::vector<int64_t> w_numel;
   std::vector<float*> rmean, rvar;
   float* stats = nullptr;  // [2 * sum C]: mean, then 1/std
   // Eval with `stats` already holding the running statistics' mean and 1/std
@@ -119,17 +121,30 @@ struct Ctx {
                            pool_channels(), true);
   }
 
-  void conv_forward(const ConvGeometry& cg, const float* in, const float* wt,
-                    const float* b, float* z) {
+  // z = conv(in) + b; `parts` are the filters (three stacked for the merged
+  // convolution). Eval takes their oneDNN copy from the weight cache (the
+  // Python side registers w[0] of each stage for release); training, whose
+  // weights change every step, reorders them per call.
+  void conv_forward(const ConvGeometry& cg,
+                    const std::vector<onednn::WeightPart>& parts,
+                    const float* in, const float* b, float* z) {
     onednn::ConvFwdOptions o;
     o.with_bias = b != nullptr;
     o.inference = !a.training;
     auto plan = onednn::ConvForwardPlan::get(cg, o);
+    if (!a.training) {
+      auto cached = onednn::get_prepared_weights(
+          *plan, onednn::ConvForwardPlan::key_of(cg, o), parts, s);
+      plan->execute(in, cached->data(), b, nullptr, z, s);
+      return;
+    }
     void* wbuf =
         onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
+    const float* wt = parts.size() == 1 ? parts[0].data : merged_weights();
     plan->prepare_weights(wt, wbuf, s);
     plan->execute(in, wbuf, b, nullptr, z, s);
   }
+  onednn::WeightPart part(int st) const { return {w[st], w_numel[st]}; }
 
   // y = act(BN(z)) of stage st (z includes the conv bias). Records the
   // statistics used; training updates the running ones.
@@ -178,7 +193,9 @@ struct Ctx {
     };
     PhaseTimer timer("inception forward");
     float* merged = keep(kKeptMerged);
-    conv_forward(g.merged(), x, merged_weights(), merged_bias(), merged);
+    conv_forward(g.merged(),
+                 {part(kBranch1), part(kReduce3), part(kReduce5)}, x,
+                 merged_bias(), merged);
     timer.mark("merged 1x1 conv");
     float* reduce3 = keep(kKeptReduce3);
     float* reduce5 = keep(kKeptReduce5);
@@ -195,7 +212,7 @@ struct Ctx {
                                    nullptr, reduce5, pooled};
     for (int st : {kConv3, kConv5, kPoolProj}) {
       float* z = keep(kept_z(st));
-      conv_forward(g.stage(st), input[st], w[st], bias[st], z);
+      conv_forward(g.stage(st), {part(st)}, input[st], bias[st], z);
       timer.mark(st == kConv3 ? "3x3 conv" : st == kConv5 ? "5x5 conv" : "proj conv");
       stage_forward(st, dense(z, g.C[st]), slice(out, Co, g.out_offset(st)));
       timer.mark("epilogue");
@@ -260,6 +277,7 @@ Ctx make_ctx(const InceptionGeometry& g, const InceptionAttrs& a,
              const TensorList* mean, const TensorList* var, float* stats) {
   Ctx c(g, a);
   c.w = data_of<const float*>(w, nullptr);
+  for (const paddle::Tensor& t : w) c.w_numel.push_back(t.numel());
   c.bias = data_of<const float*>(bias, &g.bias);
   c.gamma = data_of<const float*>(scale, &g.bn);
   c.beta = data_of<const float*>(shift, &g.bn);

@@ -168,15 +168,19 @@ ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
 
 std::shared_ptr<const ConvForwardPlan> ConvForwardPlan::get(
     const ConvGeometry& g, const ConvFwdOptions& o) {
-  std::string key = g.key() + (o.with_bias ? "|b" : "|-") +
-                    (o.residual ? "r" : "-") + (o.relu ? "a" : "-") +
-                    (o.inference ? "i" : "t");
+  const std::string key = key_of(g, o);
   auto plan = fwd_cache().get(key);
   if (!plan) {
     plan = std::make_shared<const ConvForwardPlan>(g, o);
     fwd_cache().put(key, plan);
   }
   return plan;
+}
+
+std::string ConvForwardPlan::key_of(const ConvGeometry& g,
+                                    const ConvFwdOptions& o) {
+  return g.key() + (o.with_bias ? "|b" : "|-") + (o.residual ? "r" : "-") +
+         (o.relu ? "a" : "-") + (o.inference ? "i" : "t");
 }
 
 void ConvForwardPlan::prepare_weights(const float* w, void* dst,

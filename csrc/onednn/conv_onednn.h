@@ -18,6 +18,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/conv_geometry.h"
@@ -47,6 +48,8 @@ class ConvForwardPlan {
  public:
   static std::shared_ptr<const ConvForwardPlan> get(const ConvGeometry& g,
                                                     const ConvFwdOptions& o);
+  // The cache key of the plan for (g, o): geometry and options.
+  static std::string key_of(const ConvGeometry& g, const ConvFwdOptions& o);
 
   // The weights layout the primitive wants; weights given to execute() must
   // be in it (see prepare_weights).

@@ -14,6 +14,7 @@
 #include "conv_bn_act/folded_weights.h"
 #include "onednn/conv_floor.h"
 #include "onednn/conv_onednn.h"
+#include "onednn/weight_cache.h"
 #endif
 
 #ifdef FASTCONV_CUDA_ON_HOST
@@ -27,11 +28,12 @@ int fastconv_get_num_threads() { return fastconv::cpu::num_threads(); }
 void fastconv_set_num_threads(int n) { fastconv::cpu::set_num_threads(n); }
 
 // Caps the number of cached primitive plans (each of forward and backward)
-// and of folded eval weights.
+// and of eval weight copies (each of folded and reordered-only).
 void fastconv_set_cache_capacity(size_t plans, size_t folded) {
 #ifdef FASTCONV_WITH_ONEDNN
   fastconv::onednn::set_plan_cache_capacity(plans);
   fastconv::set_folded_cache_capacity(folded);
+  fastconv::onednn::set_prepared_cache_capacity(folded);
 #endif
 }
 
@@ -56,22 +58,26 @@ void fastconv_clear_caches() {
 #ifdef FASTCONV_WITH_ONEDNN
   fastconv::onednn::clear_plan_caches();
   fastconv::clear_folded_cache();
+  fastconv::onednn::clear_prepared_cache();
   fastconv::onednn::ScratchArena::local().release();
 #endif
 }
 
-// Drops the folded eval weights of the layer whose weight buffer starts at
-// `weight_data` (the Python side calls it when that weight is freed).
-size_t fastconv_release_folded_weights(uintptr_t weight_data) {
+// Drops the eval weight copies (folded or reordered-only) of the layer whose
+// weight buffer starts at `weight_data` (the Python side calls it when that
+// weight is freed).
+size_t fastconv_release_eval_weights(uintptr_t weight_data) {
 #ifdef FASTCONV_WITH_ONEDNN
-  return fastconv::release_folded_weights(weight_data);
+  return fastconv::release_folded_weights(weight_data) +
+         fastconv::onednn::release_prepared_weights(weight_data);
 #else
   (void)weight_data;
   return 0;
 #endif
 }
 
-// out[0] = plan entries, out[1] = folded-weight entries, out[2] = bytes of
+// out[0] = plan entries, out[1] = eval weight entries (folded and
+// reordered-only), out[2] = bytes of
 // the calling thread's scratch arena (oneDNN scratchpads and reorder buffers;
 // memory outside Paddle's allocator, kept between calls), out[3] = bytes of
 // freed output memory held for reuse (host_pool.h).
@@ -80,7 +86,8 @@ void fastconv_cache_sizes(size_t* out) {
   out[3] = fastconv::host_pool_cached_bytes();
 #ifdef FASTCONV_WITH_ONEDNN
   out[0] = fastconv::onednn::plan_cache_size();
-  out[1] = fastconv::folded_cache_size();
+  out[1] = fastconv::folded_cache_size() +
+           fastconv::onednn::prepared_cache_size();
   out[2] = fastconv::onednn::ScratchArena::local().capacity();
 #endif
 }
