@@ -66,12 +66,36 @@ def test_ranks_saw_different_data(ranks):
     assert not np.array_equal(r0["fused/losses"], r1["fused/losses"])
 
 
-def test_fused_data_parallel_matches_stock(ranks):
+@pytest.mark.parametrize("tag", ["stock", "fused"])
+def test_data_parallel_matches_per_shard_emulation(ranks, tag):
+    """Each rank's DataParallel run against rank 0's one-process emulation of
+    it (distributed/dp_train.py): per-shard losses, the last step's averaged
+    gradients, the parameters and each rank's own BN statistics. Stock is the
+    control that the emulation is what DataParallel does; fused shows the
+    fused ops' gradients reach the all-reduce and their statistics stay per
+    rank. Same kernels, inputs and thread count: the results are bitwise
+    equal with Paddle 3.3's gloo all-reduce; the tolerance is one of
+    summation order only."""
+    emulated = ranks[0]
+    for r, got in enumerate(ranks):
+        assert_close(got[tag + "/losses"], emulated["emulated_%s/rank%d/losses" % (tag, r)],
+                     "out", what="rank %d losses" % r)
+        grads = [k for k in got if k.startswith(tag + "/grad/")]
+        assert len(grads) > 60  # every parameter of ResNet-18 has one
+        for k in grads:
+            assert_close(got[k], emulated["emulated_" + k], "grad", what="rank %d %s" % (r, k))
+        states = [k for k in got if k.startswith(tag + "/state/")]
+        for k in states:
+            ref = emulated["emulated_%s/rank%d/state/%s" % (tag, r, k[len(tag) + 7:])]
+            assert_close(got[k], ref, "out", what="rank %d %s" % (r, k))
+
+
+def test_fused_data_parallel_first_step_matches_stock(ranks):
+    """Before any update the two models are the same function: the first
+    step's loss on each shard agrees (later steps are compared with the
+    emulation above; see distributed/dp_train.py on why not with stock)."""
     for r in ranks:
-        assert_close(r["fused/losses"], r["stock/losses"], "model", what="losses")
-        for k in r:
-            if k.startswith("stock/"):
-                assert_close(r["fused/" + k[6:]], r[k], "model", what=k)
+        assert_close(r["fused/losses"][0], r["stock/losses"][0], "model", what="loss")
 
 
 @pytest.mark.parametrize("case", ["nchw_relu", "nhwc_relu_res", "nchw_none_res",
