@@ -7,6 +7,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/vector_clones.h"
+
 namespace fastconv {
 namespace cpu {
 
@@ -91,20 +93,22 @@ inline int64_t plane_at(int64_t row, int64_t C, int64_t I, int64_t stride) {
 
 // ------------------------------------------------------------ span kernels
 //
-// The loops over one NCHW plane or a run of NHWC pixels, branch-free over the
-// contiguous axis so they vectorize. NHWC reductions add up to kPixelBlock
-// pixels per channel in float and then into the thread's double sums: the
-// per-element double accumulation they replace ran at 7 GB/s (batch
-// statistics of a 56x56x256 map, batch 8: 3.8 ms where the normalize pass,
-// reading and writing it, took 2.3 ms). These kernels are not cloned for
-// AVX-512/AVX2 (common/vector_clones.h): with a cloned plane-statistics
-// kernel, a 2-process DataParallel ResNet-18 (tests/test_distributed.py)
-// computed one image's input gradient of a block 6% off, although that
-// kernel's own results agreed with the single-version one to 1e-7; the
-// cause is not understood, so the BN kernels stay single-version.
+// The loops over one NCHW plane or a run of NHWC pixels, as functions cloned
+// for AVX-512/AVX2 (common/vector_clones.h: the build targets baseline x86-64,
+// and lambdas or OpenMP regions inside a cloned function are not cloned).
+// Their bodies are branch-free over the contiguous axis so they vectorize.
+// NHWC reductions add up to kPixelBlock pixels per channel in float and then
+// into the thread's double sums: the per-element double accumulation they
+// replace ran at 7 GB/s (batch statistics of a 56x56x256 map, batch 8: 3.8 ms
+// where the normalize pass, reading and writing it, took 2.3 ms). The clones
+// sum in another order (16 lanes, FMA) than the baseline code, so their
+// results differ from it in the last bits; a pre-activation within rounding
+// of zero can then fall on the other side of a ReLU, as it can between any
+// two engines (tests/distributed/dp_train.py).
 
 constexpr int64_t kPixelBlock = 64;
 
+FC_VECTOR_CLONES
 void stats_plane(const float* p, int64_t I, float k, float* r) {
   float r1 = 0.f, r2 = 0.f;
 #pragma omp simd reduction(+ : r1, r2)
@@ -117,6 +121,7 @@ void stats_plane(const float* p, int64_t I, float k, float* r) {
   r[1] = r2;
 }
 
+FC_VECTOR_CLONES
 void stats_pixels(const float* z, int64_t zs, int64_t rows, int64_t C,
                   const float* shift, float* s1, float* s2) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -130,6 +135,7 @@ void stats_pixels(const float* z, int64_t zs, int64_t rows, int64_t C,
   }
 }
 
+FC_VECTOR_CLONES
 void sum_plane(const float* p, int64_t I, float* r) {
   float r1 = 0.f;
 #pragma omp simd reduction(+ : r1)
@@ -137,6 +143,7 @@ void sum_plane(const float* p, int64_t I, float* r) {
   r[0] = r1;
 }
 
+FC_VECTOR_CLONES
 void sum_pixels(const float* t, int64_t ts, int64_t rows, int64_t C,
                 float* s1) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -146,6 +153,7 @@ void sum_pixels(const float* t, int64_t ts, int64_t rows, int64_t C,
   }
 }
 
+FC_VECTOR_CLONES
 void forward_plane(const float* z, const float* res, float a, float b,
                    bool relu, float* y, int64_t I) {
   if (res && relu) {
@@ -169,6 +177,7 @@ void forward_plane(const float* z, const float* res, float a, float b,
   }
 }
 
+FC_VECTOR_CLONES
 void forward_pixel(const float* z, const float* res, const float* a,
                    const float* b, bool relu, float* y, int64_t C) {
   if (res && relu) {
@@ -192,6 +201,7 @@ void forward_pixel(const float* z, const float* res, const float* a,
   }
 }
 
+FC_VECTOR_CLONES
 void backward_reduce_plane(const float* dp, const float* yp, const float* zp,
                            int64_t I, float mc, bool relu, float* r) {
   float r1 = 0.f, r2 = 0.f;
@@ -213,6 +223,7 @@ void backward_reduce_plane(const float* dp, const float* yp, const float* zp,
   r[1] = r2;
 }
 
+FC_VECTOR_CLONES
 void backward_reduce_pixels(const float* dy, int64_t dys, const float* y,
                             int64_t ys, const float* z, int64_t zs,
                             int64_t rows, int64_t C, const float* mean,
@@ -241,6 +252,7 @@ void backward_reduce_pixels(const float* dy, int64_t dys, const float* y,
 // dz = k1 * (g - k3) + k2 * (z - mean), dres = g; one NCHW plane (scalar
 // coefficients: backward_apply_plane) or one NHWC pixel (per-channel arrays:
 // backward_apply_pixel).
+FC_VECTOR_CLONES
 void backward_apply_plane(const float* dp, const float* yp, const float* zp,
                           float a, float b, float d, float m, bool relu,
                           float* dzp, float* drp, int64_t I) {
@@ -264,6 +276,7 @@ void backward_apply_plane(const float* dp, const float* yp, const float* zp,
   }
 }
 
+FC_VECTOR_CLONES
 void backward_apply_pixel(const float* dp, const float* yp, const float* zp,
                           const float* k1, const float* k2, const float* k3,
                           const float* mean, bool relu, float* dzp, float* drp,
