@@ -18,7 +18,7 @@ Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 from paddle import nn
 
 from .ops import (BlockConv, avg_pool2d_nhwc_to_nchw, float32_on_cpu, max_pool2d,
-                  resnet_block)
+                  resnet_block, to_channels_last)
 
 from .nn import _conv_padding, bn_affine
 from .nn import conv_bn_from_layers as _apply
@@ -76,14 +76,14 @@ class _FusedConvSlot(nn.Layer):
         self._bn = [bn]
         self.act = act
         self.data_format = data_format
-        self.nchw_input = nchw_input  # transpose an NCHW input to NHWC first
+        self.nchw_input = nchw_input  # an NCHW input is made NHWC first
         for name, p in conv.named_parameters(include_sublayers=False):
             self.add_parameter(name, p)
 
     def forward(self, x):
         conv, bn = self.original_layer[0], self._bn[0]
         if self.nchw_input:
-            x = x.transpose([0, 2, 3, 1])
+            x = to_channels_last(x)
         return _apply(conv, bn, x, self.act, training=bn.training,
                       data_format=self.data_format)
 

@@ -11,7 +11,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .nn import Inception, _conv_padding, conv_bn_from_layers
-from .ops import float32_on_cpu, onednn_conv2d
+from .ops import float32_on_cpu, onednn_conv2d, to_channels_last
 from .runtime import get_cpu_conv_engine
 
 __all__ = ["GoogLeNet", "ConvLayer", "FusedConv2D"]
@@ -36,13 +36,13 @@ class FusedConv2D(nn.Layer):
         self.training = conv.training
         self.original_layer = [conv]
         self.data_format = data_format  # overrides the conv's (channels_last)
-        self.nchw_input = nchw_input  # transpose an NCHW input to NHWC first
+        self.nchw_input = nchw_input  # an NCHW input is made NHWC first
         for name, p in conv.named_parameters(include_sublayers=False):
             self.add_parameter(name, p)
 
     def forward(self, x):
         if self.nchw_input:
-            x = x.transpose([0, 2, 3, 1])
+            x = to_channels_last(x)
         return _plain_conv(self.original_layer[0], x, self.data_format)
 
 

@@ -137,6 +137,7 @@ def configure():
                      glob.glob(os.path.join(CSRC, "sync_bn", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "max_pool", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "avg_pool", "*.cc")) +
+                     glob.glob(os.path.join(CSRC, "layout", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "inception", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "resnet_block", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "runtime", "*.cc")) +
