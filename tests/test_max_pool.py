@@ -19,6 +19,7 @@ from tolerances import assert_close
     ([3, 8, 8, 3], 2, 2, 0),
     ([2, 11, 6, 17], (3, 2), (1, 2), (1, 0)),
     ([1, 5, 5, 1], 5, 1, 2),
+    ([2, 9, 9, 37], 3, 2, 0),       # vector-width channel blocks and a tail
 ])
 def test_matches_stock_forward_and_backward(shape, k, s, p, ties, fmt):
     x_np = np.random.default_rng(0).normal(size=shape).astype("float32")
@@ -49,10 +50,11 @@ def test_bad_arguments():
 
 
 @pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
-def test_nan_propagates(fmt):
+@pytest.mark.parametrize("channels", [2, 18], ids=["tail", "block+tail"])
+def test_nan_propagates(fmt, channels):
     """Every window holding a NaN gives NaN (stock Paddle's CPU pool is not
     consistent here: a NaN can even turn a window's maximum into 0)."""
-    x_np = np.random.default_rng(2).normal(size=[1, 6, 6, 2]).astype("float32")
+    x_np = np.random.default_rng(2).normal(size=[1, 6, 6, channels]).astype("float32")
     x_np[0, 2, 3, :] = np.nan
     y = max_pool2d(paddle.to_tensor(x_np if fmt == "NHWC" else x_np.transpose(0, 3, 1, 2)),
                    3, 2, 1, data_format=fmt).numpy()

@@ -95,7 +95,7 @@ inline int64_t plane_at(int64_t row, int64_t C, int64_t I, int64_t stride) {
 //
 // The loops over one NCHW plane or a run of NHWC pixels, as functions cloned
 // for AVX-512/AVX2 (common/vector_clones.h: the build targets baseline x86-64,
-// and lambdas or OpenMP regions inside a cloned function are not cloned).
+// and the lambdas of the reductions below are not cloned with their caller).
 // Their bodies are branch-free over the contiguous axis so they vectorize.
 // NHWC reductions add up to kPixelBlock pixels per channel in float and then
 // into the thread's double sums: the per-element double accumulation they
