@@ -7,6 +7,7 @@ import paddle
 from . import _args
 from . import sync_bn as _sync
 from ._loader import CLIB, OPS
+from .runtime import onednn_available
 
 _OP = "fastconv_conv_bn_act"
 # oneDNN's CPU convolution kernels crash on tensors of 2^31 or more elements
@@ -309,7 +310,6 @@ def to_channels_first(x):
 def _relayout(x, to_nhwc):
     op = "fastconv_relayout"
     _args.check_tensor(x, "x", op, ndim=4)
-    from .runtime import onednn_available
     if float32_on_cpu(x) and onednn_available():
         return OPS[op](x, bool(to_nhwc))
     return x.transpose([0, 2, 3, 1] if to_nhwc else [0, 3, 1, 2])

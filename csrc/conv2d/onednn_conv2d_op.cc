@@ -47,19 +47,10 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
     onednn::ConvFwdOptions o;
     o.inference = true;
     auto plan = onednn::ConvForwardPlan::get(g, o);
-    std::shared_ptr<const onednn::PreparedWeights> cached;
-    const void* wbuf;
-    if (cache_weights) {
-      cached = onednn::get_prepared_weights(
-          *plan, onednn::ConvForwardPlan::key_of(g, o),
-          {{w.data<float>(), w.numel()}}, s);
-      wbuf = cached->data();
-    } else {
-      void* tmp =
-          onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
-      plan->prepare_weights(w.data<float>(), tmp, s);
-      wbuf = tmp;
-    }
+    std::shared_ptr<const onednn::PreparedWeights> hold;
+    const void* wbuf = onednn::plan_weights(
+        *plan, onednn::ConvForwardPlan::key_of(g, o),
+        {{w.data<float>(), w.numel()}}, cache_weights, s, &hold);
     plan->execute(x.data<float>(), wbuf, nullptr, nullptr, y.data<float>(),
                   s);
     return std::vector<paddle::Tensor>{y};

@@ -85,11 +85,9 @@ std::shared_ptr<const FoldedWeights> get_folded_weights(
     for (int64_t k = 0; k < per; ++k)
       folded[o_ * per + k] = static_cast<float>(w.data<float>()[o_ * per + k] * sc);
   }
-  const size_t bytes = f->plan->weights_desc().get_size();
-  f->storage.reset(new char[bytes + 64]);
-  f->aligned = reinterpret_cast<void*>(
-      (reinterpret_cast<uintptr_t>(f->storage.get()) + 63) & ~uintptr_t(63));
-  f->plan->prepare_weights(folded.data(), f->aligned, s);
+  f->w_block = std::make_unique<onednn::AlignedBlock>(
+      f->plan->weights_desc().get_size());
+  f->plan->prepare_weights(folded.data(), f->w_block->data(), s);
   cache().put(key, f);
   return f;
 }

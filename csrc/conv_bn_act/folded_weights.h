@@ -29,9 +29,8 @@ namespace fastconv {
 struct FoldedWeights {
   std::shared_ptr<const onednn::ConvForwardPlan> plan;
   std::vector<float> bias;  // folded bias, fp32
-  std::unique_ptr<char[]> storage;
-  void* aligned = nullptr;  // W' in plan->weights_desc()
-  const void* weights() const { return aligned; }
+  std::unique_ptr<onednn::AlignedBlock> w_block;  // W' in plan->weights_desc()
+  const void* weights() const { return w_block->data(); }
   // The sources, for change detection: W's fingerprint, copies of the rest.
   uint64_t w_fingerprint = 0;
   int64_t w_numel = 0;

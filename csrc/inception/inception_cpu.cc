@@ -83,18 +83,15 @@ struct Ctx {
     return stats + g.stats_size() / 2 + g.stats_offset(s);
   }
 
-  // The 1x1 filters (and biases) of stages 0, 1, 3 stacked: the merged
-  // convolution's parameters. Filters are [O, C, 1, 1]: stacking is a copy of
-  // three contiguous blocks.
-  float* merged_weights() const {
-    float* wm = scratch(g.merged_channels() * g.Cin);
-    float* at = wm;
-    for (int s : {kBranch1, kReduce3, kReduce5}) {
-      std::memcpy(at, w[s], sizeof(float) * g.C[s] * g.Cin);
-      at += g.C[s] * g.Cin;
-    }
-    return wm;
+  // The 1x1 filters of stages 0, 1, 3: the merged convolution's parameters,
+  // stacked along O (filters are [O, C, 1, 1]).
+  std::vector<onednn::WeightPart> merged_parts() const {
+    return {part(kBranch1), part(kReduce3), part(kReduce5)};
   }
+  const float* merged_weights() const {
+    return onednn::plain_weights(merged_parts());
+  }
+  onednn::WeightPart part(int st) const { return {w[st], w_numel[st]}; }
   float* merged_bias() const {
     if (!g.bias[kBranch1] && !g.bias[kReduce3] && !g.bias[kReduce5])
       return nullptr;
@@ -132,19 +129,12 @@ struct Ctx {
     o.with_bias = b != nullptr;
     o.inference = !a.training;
     auto plan = onednn::ConvForwardPlan::get(cg, o);
-    if (!a.training) {
-      auto cached = onednn::get_prepared_weights(
-          *plan, onednn::ConvForwardPlan::key_of(cg, o), parts, s);
-      plan->execute(in, cached->data(), b, nullptr, z, s);
-      return;
-    }
-    void* wbuf =
-        onednn::ScratchArena::local().alloc(plan->weights_desc().get_size());
-    const float* wt = parts.size() == 1 ? parts[0].data : merged_weights();
-    plan->prepare_weights(wt, wbuf, s);
-    plan->execute(in, wbuf, b, nullptr, z, s);
+    std::shared_ptr<const onednn::PreparedWeights> hold;
+    plan->execute(in,
+                  onednn::plan_weights(*plan, onednn::ConvForwardPlan::key_of(cg, o),
+                                       parts, !a.training, s, &hold),
+                  b, nullptr, z, s);
   }
-  onednn::WeightPart part(int st) const { return {w[st], w_numel[st]}; }
 
   // y = act(BN(z)) of stage st (z includes the conv bias). Records the
   // statistics used; training updates the running ones.
@@ -193,9 +183,7 @@ struct Ctx {
     };
     PhaseTimer timer("inception forward");
     float* merged = keep(kKeptMerged);
-    conv_forward(g.merged(),
-                 {part(kBranch1), part(kReduce3), part(kReduce5)}, x,
-                 merged_bias(), merged);
+    conv_forward(g.merged(), merged_parts(), x, merged_bias(), merged);
     timer.mark("merged 1x1 conv");
     float* reduce3 = keep(kKeptReduce3);
     float* reduce5 = keep(kKeptReduce5);

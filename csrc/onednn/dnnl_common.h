@@ -59,6 +59,20 @@ inline dnnl::memory scratch_memory(const dnnl::memory::desc& md) {
                       ScratchArena::local().alloc(md.get_size()));
 }
 
+// An owned 64-byte aligned block of memory: cached weights in a primitive's
+// layout (the folded and the reordered-only eval copies).
+class AlignedBlock {
+ public:
+  explicit AlignedBlock(size_t bytes) : mem_(new char[bytes + 64]) {}
+  void* data() const {
+    return reinterpret_cast<void*>(
+        (reinterpret_cast<uintptr_t>(mem_.get()) + 63) & ~uintptr_t(63));
+  }
+
+ private:
+  std::unique_ptr<char[]> mem_;
+};
+
 // A thread-safe LRU map with a capacity that can be changed at run time.
 template <typename V>
 class LruCache {

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "common/fingerprint.h"
 
@@ -20,47 +21,35 @@ std::string key_prefix(uintptr_t weight_data) {
   return std::to_string(weight_data) + "|";
 }
 
-uint64_t fingerprint_of(const WeightPart& p) {
-  return fingerprint64(p.data, static_cast<size_t>(p.numel) * sizeof(float));
+}  // namespace
+
+const float* plain_weights(const std::vector<WeightPart>& parts) {
+  if (parts.size() == 1) return parts[0].data;
+  int64_t total = 0;
+  for (const WeightPart& p : parts) total += p.numel;
+  float* dst = static_cast<float*>(
+      ScratchArena::local().alloc(sizeof(float) * total));
+  float* at = dst;
+  for (const WeightPart& p : parts) {
+    std::memcpy(at, p.data, sizeof(float) * p.numel);
+    at += p.numel;
+  }
+  return dst;
 }
 
-}  // namespace
+PartsFingerprint::PartsFingerprint(const std::vector<WeightPart>& parts) {
+  for (const WeightPart& p : parts) {
+    fingerprints.push_back(
+        fingerprint64(p.data, static_cast<size_t>(p.numel) * sizeof(float)));
+    numels.push_back(p.numel);
+  }
+}
 
 PreparedWeights::PreparedWeights(const ConvForwardPlan& plan,
                                  const std::vector<WeightPart>& parts,
-                                 dnnl::stream& s) {
-  int64_t total = 0;
-  for (const WeightPart& p : parts) {
-    fingerprints_.push_back(fingerprint_of(p));
-    numels_.push_back(p.numel);
-    total += p.numel;
-  }
-  // One part is reordered from where it is; several are stacked first.
-  std::vector<float> stacked;
-  const float* src = parts[0].data;
-  if (parts.size() > 1) {
-    stacked.resize(static_cast<size_t>(total));
-    float* at = stacked.data();
-    for (const WeightPart& p : parts) {
-      std::memcpy(at, p.data, sizeof(float) * p.numel);
-      at += p.numel;
-    }
-    src = stacked.data();
-  }
-  const size_t bytes = plan.weights_desc().get_size();
-  storage_.reset(new char[bytes + 64]);
-  aligned_ = reinterpret_cast<void*>(
-      (reinterpret_cast<uintptr_t>(storage_.get()) + 63) & ~uintptr_t(63));
-  plan.prepare_weights(src, aligned_, s);
-}
-
-bool PreparedWeights::matches(const std::vector<WeightPart>& parts) const {
-  if (parts.size() != numels_.size()) return false;
-  for (size_t i = 0; i < parts.size(); ++i)
-    if (parts[i].numel != numels_[i] ||
-        fingerprint_of(parts[i]) != fingerprints_[i])
-      return false;
-  return true;
+                                 PartsFingerprint fp, dnnl::stream& s)
+    : block_(plan.weights_desc().get_size()), fp_(std::move(fp)) {
+  plan.prepare_weights(plain_weights(parts), block_.data(), s);
 }
 
 std::shared_ptr<const PreparedWeights> get_prepared_weights(
@@ -70,11 +59,25 @@ std::shared_ptr<const PreparedWeights> get_prepared_weights(
       key_prefix(reinterpret_cast<uintptr_t>(parts[0].data)) + plan_key;
   for (size_t i = 1; i < parts.size(); ++i)
     key += "|" + std::to_string(reinterpret_cast<uintptr_t>(parts[i].data));
+  PartsFingerprint fp(parts);
   auto hit = cache().get(key);
-  if (hit && hit->matches(parts)) return hit;
-  auto entry = std::make_shared<const PreparedWeights>(plan, parts, s);
+  if (hit && hit->fingerprint() == fp) return hit;
+  auto entry = std::make_shared<const PreparedWeights>(plan, parts, std::move(fp), s);
   cache().put(key, entry);
   return entry;
+}
+
+const void* plan_weights(const ConvForwardPlan& plan, const std::string& plan_key,
+                         const std::vector<WeightPart>& parts, bool cached,
+                         dnnl::stream& s,
+                         std::shared_ptr<const PreparedWeights>* hold) {
+  if (cached) {
+    *hold = get_prepared_weights(plan, plan_key, parts, s);
+    return (*hold)->data();
+  }
+  void* w = ScratchArena::local().alloc(plan.weights_desc().get_size());
+  plan.prepare_weights(plain_weights(parts), w, s);
+  return w;
 }
 
 void set_prepared_cache_capacity(size_t n) { cache().set_capacity(n); }

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "onednn/conv_onednn.h"
@@ -31,19 +32,32 @@ struct WeightPart {
   int64_t numel;
 };
 
+// The parts as one plain filter array: the single part itself, or the parts
+// stacked in the calling thread's scratch arena (valid until its reset).
+const float* plain_weights(const std::vector<WeightPart>& parts);
+
+// The fingerprint of each part (common/fingerprint.h), with its numel.
+struct PartsFingerprint {
+  std::vector<uint64_t> fingerprints;
+  std::vector<int64_t> numels;
+  explicit PartsFingerprint(const std::vector<WeightPart>& parts);
+  bool operator==(const PartsFingerprint& o) const {
+    return fingerprints == o.fingerprints && numels == o.numels;
+  }
+};
+
 class PreparedWeights {
  public:
+  // parts' fingerprint `fp` is the caller's (computed once per call).
   PreparedWeights(const ConvForwardPlan& plan, const std::vector<WeightPart>& parts,
-                  dnnl::stream& s);
+                  PartsFingerprint fp, dnnl::stream& s);
   // The weights in plan.weights_desc(), for ConvForwardPlan::execute.
-  const void* data() const { return aligned_; }
-  bool matches(const std::vector<WeightPart>& parts) const;
+  const void* data() const { return block_.data(); }
+  const PartsFingerprint& fingerprint() const { return fp_; }
 
  private:
-  std::unique_ptr<char[]> storage_;
-  void* aligned_ = nullptr;
-  std::vector<uint64_t> fingerprints_;
-  std::vector<int64_t> numels_;
+  AlignedBlock block_;
+  PartsFingerprint fp_;
 };
 
 // The cached weights of `plan` made from `parts`, rebuilt when missing or
@@ -51,6 +65,15 @@ class PreparedWeights {
 std::shared_ptr<const PreparedWeights> get_prepared_weights(
     const ConvForwardPlan& plan, const std::string& plan_key,
     const std::vector<WeightPart>& parts, dnnl::stream& s);
+
+// The weights `plan` executes with, made from `parts`: with `cached`, the
+// eval copy from the cache (get_prepared_weights; *hold keeps it alive),
+// else reordered per call into the scratch arena (training, whose weights
+// change every step).
+const void* plan_weights(const ConvForwardPlan& plan, const std::string& plan_key,
+                         const std::vector<WeightPart>& parts, bool cached,
+                         dnnl::stream& s,
+                         std::shared_ptr<const PreparedWeights>* hold);
 
 void set_prepared_cache_capacity(size_t n);
 void clear_prepared_cache();

@@ -9,10 +9,8 @@
 #include "common/phase_timer.h"
 #include "conv_bn_act/conv_bn_act.h"
 #include "conv_bn_act/cpu_conv_engine.h"
+#include "layout/relayout.h"
 #include "resnet_block/resnet_block.h"
-#ifdef FASTCONV_WITH_ONEDNN
-#include "onednn/layout_reorder.h"
-#endif
 
 namespace fastconv {
 
@@ -36,22 +34,6 @@ bool nhwc_inside(const Tensor& x, const ResnetBlockGeometry& g,
          cpu_conv_engine() == CpuConvEngine::kOneDNN;
 #else
   return false;
-#endif
-}
-
-// t (4-D, logical dims N, C, H, W) copied into the other layout.
-Tensor relayout(const Tensor& t, bool to_nhwc) {
-#ifdef FASTCONV_WITH_ONEDNN
-  const std::vector<int64_t> s = t.shape();
-  const int64_t N = s[0], C = to_nhwc ? s[1] : s[3], H = to_nhwc ? s[2] : s[1],
-                W = to_nhwc ? s[3] : s[2];
-  const std::vector<int64_t> shape = to_nhwc ? std::vector<int64_t>{N, H, W, C}
-                                             : std::vector<int64_t>{N, C, H, W};
-  Tensor r = host_empty(shape, t.dtype(), t.place());
-  onednn::reorder_layout(t.data<float>(), r.data<float>(), N, C, H, W, to_nhwc);
-  return r;
-#else
-  PD_THROW(kResnetBlockOp, ": internal error: layout change without oneDNN");
 #endif
 }
 
@@ -101,7 +83,7 @@ TensorList resnet_block_forward(const Tensor& x, const TensorList& w,
   // (a separate 1-element tensor for each absent output)
   auto placeholder = [&] { return host_empty({1}, x.dtype(), x.place()); };
   PhaseTimer timer("block forward");
-  const Tensor xin = inside ? relayout(x, true) : x;
+  const Tensor xin = inside ? relayout(x, true, kResnetBlockOp) : x;
   timer.mark("x to NHWC");
 
   std::vector<Tensor> res[kBlockSlots];  // each stage's {y, z, mean, invstd}
@@ -121,7 +103,7 @@ TensorList resnet_block_forward(const Tensor& x, const TensorList& w,
   }
   run(g.last, res[g.last - 1][0], shortcut, true);
 
-  Tensor out = inside ? relayout(res[g.last][0], false) : res[g.last][0];
+  Tensor out = inside ? relayout(res[g.last][0], false, kResnetBlockOp) : res[g.last][0];
   timer.mark("out to NCHW");
 
   // Training keeps what backward needs (stages ran in data_format's
