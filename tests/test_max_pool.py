@@ -20,6 +20,8 @@ from tolerances import assert_close
     ([2, 11, 6, 17], (3, 2), (1, 2), (1, 0)),
     ([1, 5, 5, 1], 5, 1, 2),
     ([2, 9, 9, 37], 3, 2, 0),       # vector-width channel blocks and a tail
+    ([1, 13, 29, 3], (2, 4), 3, 1),  # NCHW: stride-3 phases, 3 + 1 kernel columns
+    ([2, 20, 40, 5], 3, (2, 1), 1),  # NCHW: unsplit rows, 40 outputs (padded to 48)
 ])
 def test_matches_stock_forward_and_backward(shape, k, s, p, ties, fmt):
     x_np = np.random.default_rng(0).normal(size=shape).astype("float32")
