@@ -320,9 +320,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, data_format="NCHW"):
     """Max pooling of a float32 CPU tensor (floor mode; padded positions
     never win; a window's gradient goes to its first maximum, as in Paddle),
     with backward: paddle.nn.functional.max_pool2d(x, kernel_size, stride,
-    padding, data_format=...) at a fraction of its CPU time (about a third in
-    NHWC). Used by fuse() for the ResNet stem (channels_last) and GoogLeNet's
-    pools."""
+    padding, data_format=...) at a fraction of its CPU time. Used by fuse()
+    for the ResNet stem and GoogLeNet's pools."""
     data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS,
                                "fastconv_max_pool")
     op = "fastconv_max_pool_nhwc" if data_format == "NHWC" else "fastconv_max_pool_nchw"

@@ -30,6 +30,8 @@ def test_fuse_resnet_keeps_keys_and_outputs(ctor):
     fused, report = pf.fuse(fused, return_report=True)
     assert sorted(fused.state_dict()) == keys
     assert report[0] == ("conv1", "Conv2D+BatchNorm2D+ReLU") and len(report) > 4
+    assert ("maxpool", "MaxPool2D") in report  # the stem's pool on our NCHW kernel
+    assert fused.maxpool.replacement[0].data_format == "NCHW"
     x = paddle.randn([2, 3, 64, 64])
     stock.eval(), fused.eval()
     with paddle.no_grad():

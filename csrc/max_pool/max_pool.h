@@ -1,5 +1,6 @@
-// Max pooling (CPU): geometry and kernels, NHWC (the channels_last stem pool
-// op), NCHW (GoogLeNet's pools) and 3x3/stride-1 in either layout (the
+// Max pooling (CPU): geometry and kernels, NHWC (the channels_last models'
+// pools), NCHW (the NCHW ResNet stem's and GoogLeNet's) and 3x3/stride-1 in
+// either layout (the
 // Inception op's pool branch). See max_pool_cpu.cc.
 #pragma once
 
@@ -23,7 +24,7 @@ void max_pool_nhwc_backward(const float* dy, const int32_t* argmax, float* dx,
                             const PoolGeometry& p);
 
 // The same on [N, C, H, W] tensors (y, argmax: [N, C, OH, OW]; argmax holds
-// h * W + w within the plane): GoogLeNet's stride-2 pools.
+// h * W + w within the plane).
 void max_pool_nchw_forward(const float* x, float* y, int32_t* argmax,
                            const PoolGeometry& p);
 void max_pool_nchw_backward(const float* dy, const int32_t* argmax, float* dx,

@@ -3,7 +3,7 @@
 // about 3x slower than its NCHW one; the NHWC kernels are the pool of the
 // channels_last ResNet stem (channels are the innermost, contiguous axis: the
 // inner loops run over them and vectorize). The NCHW kernels serve
-// GoogLeNet's stride-2 pools; the 3x3/stride-1 kernels (either layout) the
+// GoogLeNet's stride-2 pools and the NCHW ResNet stem's; the 3x3/stride-1 kernels (either layout) the
 // Inception op's pool branch. Ties: the first maximum in row-major window
 // order wins, as in Paddle's max pool; NaN propagates.
 #include <omp.h>
