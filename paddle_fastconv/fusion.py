@@ -5,12 +5,13 @@ working), and the state-dict keys stay exactly those of the stock model: the
 fused layers register the stock layers' parameters under the stock names.
 
 What is fused:
-- `paddle.vision.models` ResNets: the stem (conv1, bn1, relu) and every
-  BasicBlock / BottleneckBlock, each as one fused block op (its Conv+BN(+ReLU)
-  stages, the downsample branch, the residual add and the final ReLU);
+- `paddle.vision.models` ResNets: the stem (conv1, bn1, relu; its max pool
+  on this package's kernel) and every BasicBlock / BottleneckBlock, each as
+  one fused block op (its Conv+BN(+ReLU) stages, the downsample branch, the
+  residual add and the final ReLU);
 - `paddle.vision.models` GoogLeNet: every Inception block becomes one fused
-  Inception op, and the other (bias-free, BN-free) convolutions run on the
-  oneDNN kernels;
+  Inception op, the other (bias-free, BN-free) convolutions run on the
+  oneDNN kernels, and the max pools on this package's kernel;
 - anywhere else, runs of `Conv2D -> BatchNorm2D [-> ReLU]` inside an
   `nn.Sequential`.
 Unknown layers are left alone. `unfuse(model)` restores the stock layers.
