@@ -4,7 +4,8 @@ Random shapes, kernel sizes, strides, paddings (symmetric, per-side, SAME,
 VALID), dilations, groups, layouts, batch sizes (1 included), conv bias,
 residual, activation and train/eval, for every fused layer:
 ConvBNReLU (the fused op), and the ResNet blocks (nn.BottleneckBlock,
-nn.BasicBlock, in NCHW and on NHWC activations).
+nn.BasicBlock, in NCHW and on NHWC activations); and the max pool op
+(kernels, strides, paddings, sizes, ties, both layouts).
 
 Examples are derandomized (the same on every run) and bounded by the
 hypothesis profile: "ci" (default, a few dozen examples per test) or "large"
@@ -233,9 +234,42 @@ def test_resnet_blocks_match_stock(c):
         assert_as_accurate(fused_state[k], v, ref_state[k], "stat", what=k)
 
 
+@st.composite
+def pool_cases(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    ph, pw = draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))
+    # at least one window: H + 2 ph >= kh; rows up to 60 wide (several vectors)
+    h = draw(st.integers(max(1, kh - 2 * ph), max(1, kh - 2 * ph) + 12))
+    w = draw(st.integers(max(1, kw - 2 * pw), max(1, kw - 2 * pw) + 60))
+    return dict(fmt=draw(st.sampled_from(["NCHW", "NHWC"])), k=(kh, kw), pad=(ph, pw),
+                stride=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                shape=(draw(st.integers(1, 2)), draw(st.integers(1, 20)), h, w),
+                ties=draw(st.booleans()), seed=draw(st.integers(0, 2 ** 16)))
+
+
+@given(pool_cases())
+def test_max_pool_matches_stock(c):
+    """pf.ops.max_pool2d against paddle.nn.functional.max_pool2d: the output
+    exactly, and the input gradient (each window's gradient goes to its first
+    maximum; `ties` draws small integers, so windows share maxima)."""
+    rng = np.random.default_rng(c["seed"])
+    n, ch, h, w = c["shape"]
+    shape = [n, ch, h, w] if c["fmt"] == "NCHW" else [n, h, w, ch]
+    x_np = (rng.integers(-2, 3, shape) if c["ties"] else rng.normal(size=shape))
+    x1, x2 = leaf(x_np.astype("float32")), leaf(x_np.astype("float32"))
+    args = (list(c["k"]), list(c["stride"]), list(c["pad"]))
+    y1 = pf.ops.max_pool2d(x1, *args, data_format=c["fmt"])
+    y2 = paddle.nn.functional.max_pool2d(x2, *args, data_format=c["fmt"])
+    np.testing.assert_array_equal(y1.numpy(), y2.numpy())
+    dy = paddle.to_tensor(rng.normal(size=y2.shape).astype("float32"))
+    (y1 * dy).sum().backward()
+    (y2 * dy).sum().backward()
+    assert_close(x1.grad, x2.grad, "grad", what="dx")
+
+
 def test_strategies_reach_the_hard_cases():
-    """The conv strategy does produce the cases that matter (batch 1, groups,
-    every padding form, both layouts, eval and train)."""
+    """The strategies do produce the cases that matter (conv: batch 1,
+    groups, every padding form, both layouts, eval and train)."""
     from hypothesis import find
     for cond in (lambda c: c["batch"] == 1 and not c["training"],
                  lambda c: c["groups"] == 3 and c["fmt"] == "NHWC",
@@ -243,4 +277,10 @@ def test_strategies_reach_the_hard_cases():
                  lambda c: isinstance(c["padding"], list) and len(c["padding"]) == 4,
                  lambda c: c["dilation"] == (2, 2) and c["residual"]):
         assert cond(find(conv_cases(), cond))
+    # the max pool's: NCHW phases of stride 3 with padding, rows of several
+    # vectors with ties, wide kernels with stride 2
+    for cond in (lambda c: c["fmt"] == "NCHW" and c["stride"][1] == 3 and c["pad"][1] > 0,
+                 lambda c: c["fmt"] == "NCHW" and c["shape"][3] > 40 and c["ties"],
+                 lambda c: c["k"][1] in (4, 5) and c["stride"][1] == 2):
+        assert cond(find(pool_cases(), cond))
 
