@@ -122,8 +122,9 @@ def main(path):
     for layer, mode, fmt, c in rows(data):
         s, f = c["stock"][0], c["fused"][0]
         conv = "%.1f" % c["onednn_conv"][0] if "onednn_conv" in c else "-"
-        print("| %s | %s | %s | %.1f | %.1f | %.2fx | %s | %.0f | %s |"
-              % (layer, mode, fmt, s, f, s / f, conv, c["fused"][1] or 0,
+        gflops = "%.0f" % c["fused"][1] if c["fused"][1] is not None else "-"  # pools: none
+        print("| %s | %s | %s | %.1f | %.1f | %.2fx | %s | %s | %s |"
+              % (layer, mode, fmt, s, f, s / f, conv, gflops,
                  _peaks(c["stock"][2], c["fused"][2])))
     models = model_rows(data)
     if models:

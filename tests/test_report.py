@@ -39,6 +39,17 @@ def test_table_shows_speedups_and_peaks(tmp_path):
         in p.stdout
 
 
+def test_rows_without_a_flop_count_show_a_dash(tmp_path):
+    """Pools (benchmarks/test_bench_pools.py) record no GFLOP/s."""
+    data = json.loads(open(_bench_json(tmp_path / "a.json", 10.0)).read())
+    for b in data["benchmarks"]:
+        b["extra_info"].update(layer="maxpool_64_112", gflops=None, peak_mib=None)
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    p = _run(str(tmp_path / "p.json"))
+    assert p.returncode == 0, p.stderr
+    assert "| maxpool_64_112 | eval | NCHW | 30.0 | 10.0 | 3.00x | - | - | - |" in p.stdout
+
+
 def test_compare_flags_a_regression_and_passes_otherwise(tmp_path):
     old = _bench_json(tmp_path / "old.json", 10.0)
     slower = _bench_json(tmp_path / "slow.json", 12.5)

@@ -157,7 +157,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return a <= 0 ? 0 : (a + b - 1) / b; }
 // (GoogLeNet, the ResNet stem): per-row vector loops over them spent their
 // time in scalar tails, integer divisions and, with stride 2, a gather per
 // value (11.5 ms for GoogLeNet's first pool, 8 x 64 x 112 x 112, where the
-// NHWC kernel takes 1.5 ms; 4.3 ms now). So each plane is first copied
+// NHWC kernel takes 1.5 ms; 3.5-5.4 ms now). So each plane is first copied
 // into its sw column phases (phase r holds columns r, r + sw, r + 2 sw, ...
 // of each row), each phase row padded with -inf on both sides; then for
 // every window row and kernel column all `padded` outputs of an output row
