@@ -23,6 +23,14 @@
 
 namespace fastconv {
 
+namespace {
+// Whether v replaces a window's running maximum m (the forward kernels): the
+// strict '>' keeps the first maximum; NaN is taken and kept. Written with ||
+// and && (GCC if-converts them, branch-free): the bitwise form kept the NCHW
+// kernel's three-column loop from vectorizing.
+inline bool takes(float v, float m) { return v > m || (v != v && m == m); }
+}  // namespace
+
 FC_VECTOR_CLONES
 void max_pool_nhwc_forward(const float* x, float* y, int32_t* argmax,
                            const PoolGeometry& p) {
@@ -52,8 +60,7 @@ void max_pool_nhwc_forward(const float* x, float* y, int32_t* argmax,
 #pragma omp simd
             for (int64_t c = 0; c < C; ++c) {
               const float v = xv[c], m = yo[c];
-              // branch-free, so it vectorizes: v > m, or v is NaN and m not
-              const bool take = (v > m) | ((v != v) & (m == m));
+              const bool take = takes(v, m);
               yo[c] = take ? v : m;
               ao[c] = take ? idx : ao[c];
             }
@@ -217,11 +224,6 @@ inline const float* phase_row(const float* phases, const PoolGeometry& p,
                               const NchwPoolPlan& pl, int64_t j, int64_t h) {
   return phases + (pl.r[j] * p.H + h) * pl.stride + pl.left + pl.q[j];
 }
-
-// Whether v replaces the running maximum m: strict '>' keeps the first
-// maximum; NaN is taken and kept. Written with || and && (GCC if-converts
-// them): the bitwise form kept the three-column loop below from vectorizing.
-inline bool takes(float v, float m) { return v > m || (v != v && m == m); }
 
 // One plane of max_pool_nchw_forward from its phases; ymax / amax: scratch
 // rows of pl.padded values.
