@@ -76,6 +76,10 @@ def _compare(stock, fused, x, nhwc, what):
 
 CASES = [  # kind, inplanes, planes, stride, groups, base_width, hw, batch
     ("bottleneck", 16, 4, 1, 1, 64, (7, 9), 2),    # identity shortcut
+    # Planes of 14x14 or more: NCHW eval keeps NCHW inside (smaller planes
+    # run the stages in NHWC); the same with a stride-1 downsample.
+    ("bottleneck", 16, 4, 1, 1, 64, (14, 15), 2),
+    ("bottleneck", 8, 4, 1, 1, 64, (15, 14), 1),
     ("bottleneck", 8, 4, 2, 1, 64, (9, 7), 2),     # stride 2 + downsample
     ("bottleneck", 16, 8, 1, 2, 64, (5, 6), 3),    # groups (ResNeXt style), downsample
     ("basic", 8, 8, 1, 1, 64, (7, 5), 2),          # identity

@@ -19,19 +19,36 @@ namespace {
 using Tensor = paddle::Tensor;
 
 // NCHW blocks in eval on CPU run their stages in NHWC when oneDNN runs the
-// convolutions: its NHWC kernels take plain activations, NCHW ones reorder to
-// a blocked layout around every convolution. Measured on the project's
-// machine, bottleneck 256-64-256 at 56x56, batch 8: eval 30.7 ms against
-// 40.1 ms per stage in NCHW. Not in training: there the 1x1 convolutions run
-// on NCHW directly (oneDNN's GEMM path) and the extra reorders of x, the
-// output and their gradients cost more than they save (160 ms against 94 ms
-// for the training step).
+// convolutions (one reorder of x in and of the output back), except
+// bottlenecks whose convolutions all have stride 1 on planes of 14x14 or
+// more: their 1x1 convolutions run on NCHW directly (oneDNN's GEMM path) and
+// only the 3x3 one reorders its narrower activations. Measured on the
+// project's machine (AMD EPYC, 2 threads), eval, batch 8, stages in NHWC
+// against NCHW:
+//   256-64-256 at 56x56 28.6 / 20.0 ms, 64-64-256 (stride-1 downsample) at
+//   56x56 26.6 / 21.6, 512-128-512 at 28x28 23.6 / 20.1, 1024-256-1024 at
+//   14x14 20.0 / 17.7, but 2048-512-2048 at 7x7 18.0 / 20.4 (GEMMs over 49
+//   values per plane are slow); BasicBlocks (3x3 only) 18.8 / 20.8; stride-2
+//   blocks even. Not in training: there the stages keep NCHW (the extra
+//   reorders of x, the output and their gradients cost more than they save:
+//   160 ms against 94 ms for the 256-64-256 training step, measured on an
+//   Intel Xeon VM).
+bool stays_nchw_in_eval(const ResnetBlockGeometry& g) {
+  if (g.last != kConv3) return false;
+  for (int s = 0; s < kBlockSlots; ++s)
+    if (g.present[s] && (g.conv[s].stride_h != 1 || g.conv[s].stride_w != 1))
+      return false;
+  const ConvGeometry& out = g.conv[g.last];
+  return out.OH * out.OW >= 14 * 14;
+}
+
 bool nhwc_inside(const Tensor& x, const ResnetBlockGeometry& g,
                  const ResnetBlockAttrs& a) {
 #ifdef FASTCONV_WITH_ONEDNN
   return !a.training && x.is_cpu() && !runs_on_cuda_engine(x) && !g.nhwc &&
          x.dtype() == paddle::DataType::FLOAT32 &&
-         cpu_conv_engine() == CpuConvEngine::kOneDNN;
+         cpu_conv_engine() == CpuConvEngine::kOneDNN &&
+         !stays_nchw_in_eval(g);
 #else
   return false;
 #endif
