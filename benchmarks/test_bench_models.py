@@ -72,8 +72,11 @@ def _bench_eval(benchmark, bench_info, zoo, name, impl):
             fn = lambda: m(x)  # noqa: E731
             got = main_output(fn()).numpy()
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    # Three untimed runs: paddle.inference builds and caches its oneDNN
+    # primitives over its first runs, and one warm-up left it slower than in
+    # the CLI's rounds (47-52 against 66-68 img/s for GoogLeNet).
     with paddle.no_grad():
-        benchmark.pedantic(fn, rounds=3, warmup_rounds=1, iterations=1)
+        benchmark.pedantic(fn, rounds=3, warmup_rounds=3, iterations=1)
     med = benchmark.stats.stats.median
     bench_info["images_per_s"] = BATCH / med
     bench_info["gflops"] = 2 * GMACS[name] * BATCH / med
