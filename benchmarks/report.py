@@ -48,6 +48,28 @@ def _peaks(stock, fused):
     return "%.0f / %.0f" % (stock, fused)
 
 
+class ReportError(Exception):
+    """An input file that is not a benchmarks/ JSON result."""
+
+
+def load(path):
+    """A --benchmark-json file's contents; ReportError (naming the file)
+    when it is missing, not JSON (e.g. a run still writing it, or killed)
+    or has no benchmark list."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except OSError as e:
+        raise ReportError("cannot read %s: %s" % (path, e.strerror or e))
+    except ValueError as e:
+        raise ReportError("%s is not a JSON file (%s); was its pytest run finished?"
+                          % (path, e))
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ReportError("%s has no 'benchmarks' list: not a pytest --benchmark-json "
+                          "file" % path)
+    return data
+
+
 def chart(data, path):
     """Bar chart of fused-over-stock speedups (layers and whole models)."""
     labels, values, colors = [], [], []
@@ -88,8 +110,7 @@ def compare(old_path, new_path, threshold):
     """Prints per-case median changes; returns the number of regressions."""
     runs = []
     for p in (old_path, new_path):
-        with open(p) as f:
-            runs.append({b["fullname"]: b["stats"]["median"] for b in json.load(f)["benchmarks"]})
+        runs.append({b["fullname"]: b["stats"]["median"] for b in load(p)["benchmarks"]})
     old, new = runs
     common = sorted(set(old) & set(new))
     if not common:
@@ -112,8 +133,7 @@ def compare(old_path, new_path, threshold):
 
 
 def main(path):
-    with open(path) as f:
-        data = json.load(f)
+    data = load(path)
     machine = data.get("machine_info", {})
     print("| layer | mode | layout | stock ms | fused ms | speedup | bare oneDNN conv ms "
           "| fused GFLOP/s | train peak MiB stock / fused |")
@@ -166,14 +186,17 @@ def cli(argv=None):
     p.add_argument("--threshold", type=float, default=0.10,
                    help="slowdown fraction that counts as a regression (default 0.10)")
     args = p.parse_args(argv)
-    if args.compare:
-        return 1 if compare(args.compare[0], args.compare[1], args.threshold) else 0
-    if not args.json:
-        p.error("give a JSON file, or --compare OLD NEW")
-    main(args.json)
-    if args.png:
-        with open(args.json) as f:
-            chart(json.load(f), args.png)
+    try:
+        if args.compare:
+            return 1 if compare(args.compare[0], args.compare[1], args.threshold) else 0
+        if not args.json:
+            p.error("give a JSON file, or --compare OLD NEW")
+        main(args.json)
+        if args.png:
+            chart(load(args.json), args.png)
+    except ReportError as e:
+        print("report.py: %s" % e, file=sys.stderr)
+        return 2
     return 0
 
 

@@ -87,3 +87,21 @@ def test_model_table_with_the_onednn_floor(tmp_path):
     assert ("| resnet50 | eval | 10.00 | 20.00 (2.00x) | 22.00 (2.20x) | 21.00 | "
             "25.00 (2.50x) | 88% |") in p.stdout
     assert "| resnet50 | train | 4.00 | 7.00 (1.75x) | - | - | - | - |" in p.stdout
+
+
+@pytest.mark.parametrize("content, says", [
+    ("", "is not a JSON file"),                       # a run still writing it
+    ('{"benchmarks": [', "is not a JSON file"),       # cut short
+    ('{"machine_info": {}}', "has no 'benchmarks' list"),
+])
+def test_a_file_that_is_no_result_gets_a_clear_message(tmp_path, content, says):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    good = _bench_json(tmp_path / "good.json", 10.0)
+    for args in ([str(bad)], ["--compare", good, str(bad)]):
+        r = _run(*args)
+        assert r.returncode == 2, r.stderr
+        assert "report.py: " in r.stderr and says in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    r = _run(str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "cannot read" in r.stderr, r.stderr
