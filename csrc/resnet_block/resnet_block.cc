@@ -20,9 +20,10 @@ using Tensor = paddle::Tensor;
 
 // NCHW blocks in eval on CPU run their stages in NHWC when oneDNN runs the
 // convolutions (one reorder of x in and of the output back), except
-// bottlenecks whose convolutions all have stride 1 on planes of 14x14 or
-// more: their 1x1 convolutions run on NCHW directly (oneDNN's GEMM path) and
-// only the 3x3 one reorders its narrower activations. Measured on the
+// ungrouped bottlenecks whose convolutions all have stride 1 on planes of
+// 14x14 or more: their 1x1 convolutions run on NCHW directly (oneDNN's GEMM
+// path) and only the 3x3 one reorders its narrower activations (grouped
+// ResNeXt-style 3x3 convolutions were not measured). Measured on the
 // project's machine (AMD EPYC, 2 threads), eval, batch 8, stages in NHWC
 // against NCHW:
 //   256-64-256 at 56x56 28.6 / 20.0 ms, 64-64-256 (stride-1 downsample) at
@@ -36,7 +37,8 @@ using Tensor = paddle::Tensor;
 bool stays_nchw_in_eval(const ResnetBlockGeometry& g) {
   if (g.last != kConv3) return false;
   for (int s = 0; s < kBlockSlots; ++s)
-    if (g.present[s] && (g.conv[s].stride_h != 1 || g.conv[s].stride_w != 1))
+    if (g.present[s] && (g.conv[s].stride_h != 1 || g.conv[s].stride_w != 1 ||
+                         g.conv[s].groups != 1))
       return false;
   const ConvGeometry& out = g.conv[g.last];
   return out.OH * out.OW >= 14 * 14;
