@@ -12,7 +12,7 @@ from paddle.vision.models import googlenet as vision_googlenet
 import paddle_fastconv as pf
 from paddle_fastconv.models import googlenet
 from helpers import LEGACY_STATIC, LEGACY_STATIC_REASON, predict
-from tolerances import assert_close, assert_close_l2
+from tolerances import MODEL_GRAD_FLIP_ALLOWANCE, assert_close, assert_close_l2
 
 # The auxiliary heads' Linear layers fix the input size at 224x224.
 SIZE = 224
@@ -143,11 +143,11 @@ def test_fused_googlenet_matches_stock(batch_norm, channels_last, mode):
     other way, and a flipped gate near the top moves every gradient below it
     by the same order (stock fp32 itself, against its routed reference,
     measured 4.5e-3 on Inception 5a's 3x3 branch and below in the BN model's
-    training step): hence 5e-3 on top of 2x stock's median, and 1e-2 on top
-    of 2x its worst (3e-2 in the BN model's training step, where batch
-    statistics over few values amplify a flipped gate: its worst gradient
-    measured 0.036 fused and 0.0124 stock, both on Inception 5a's 3x3
-    branch, after such flips). A wrong stage, branch or BN term moves gradients by
+    training step): hence the allowances on top of 2x stock's median and
+    worst error (tolerances.MODEL_GRAD_FLIP_ALLOWANCE: 5e-3 and 1e-2; 3e-2
+    for the worst in the BN model's training step, where batch statistics
+    over few values amplify a flipped gate: worst gradient 0.036 fused and
+    0.0124 stock, both on Inception 5a's 3x3 branch). A wrong stage, branch or BN term moves gradients by
     1e-2 to 1 (a biased/unbiased variance mix-up over the 72 values per
     channel of Inception 5 alone: ~1e-2). Checked by planting errors: 5%
     on the gradient leaving Inception 4a fails five of the six cases (not
@@ -191,9 +191,10 @@ def test_fused_googlenet_matches_stock(batch_norm, channels_last, mode):
     worst = list(grads["ref_fused"])[int(np.argmax(e_fused))]
     print("median/worst relative error: stock %.3g/%.3g fused %.3g/%.3g (%s)" % (
         np.median(e_stock), e_stock.max(), np.median(e_fused), e_fused.max(), worst))
-    assert np.median(e_fused) <= 2 * np.median(e_stock) + 5e-3
-    assert e_fused.max() <= 2 * e_stock.max() + (3e-2 if batch_norm and mode == "train"
-                                                 else 1e-2)
+    allow = MODEL_GRAD_FLIP_ALLOWANCE
+    assert np.median(e_fused) <= 2 * np.median(e_stock) + allow["median"]
+    assert e_fused.max() <= 2 * e_stock.max() + (
+        allow["worst_bn_train"] if batch_norm and mode == "train" else allow["worst"])
     if batch_norm and mode == "train":
         for (k, a), (_, b) in zip(fused.state_dict().items(), stock.state_dict().items()):
             if "_mean" in k or "_variance" in k:

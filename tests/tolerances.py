@@ -47,6 +47,17 @@ TOLERANCES = {
     },
 }
 
+# Whole-GoogLeNet gradients (tests/test_googlenet.py), relative L2 error
+# against a float64 run whose max pools route as the fp32 model's did: the
+# fused model's median and worst error over all gradients may exceed 2x
+# stock fp32's by these amounts. A ReLU pre-activation within rounding of
+# zero gates its value the other way in one fp32 model and not the other,
+# and one such flip near the top moves every gradient below it: stock fp32
+# itself measured 4.5e-3 below Inception 5a's 3x3 branch in the BN model's
+# training step, whose batch statistics over few values (72 per channel in
+# Inception 5) amplify it (worst gradient 0.036 fused, 0.0124 stock).
+MODEL_GRAD_FLIP_ALLOWANCE = {"median": 5e-3, "worst": 1e-2, "worst_bn_train": 3e-2}
+
 
 def _np(t):
     if hasattr(t, "numpy"):
