@@ -59,16 +59,16 @@ def _pool_routes(model, channels_last):
     row-major order (Paddle's rule and this package's), in the model's own
     fp32 activations. The stride-2 pools' inputs (`_pool`, called four
     times) and each Inception block's input (its pool branch's input).
-    Returns (routes, remove): routes fills in as the model runs."""
-    routes = {"_pool": []}
+    Returns (routes, remove): routes (layer name -> routes in call order)
+    fills in as the model runs."""
+    routes = {}
 
     def record(key, kernel, stride, pad):
         def hook(layer, inputs):
             t = inputs[0].numpy()
             if channels_last:
                 t = t.transpose(0, 3, 1, 2)
-            r = _first_max_index(t, kernel, stride, pad)
-            routes["_pool"].append(r) if key == "_pool" else routes.__setitem__(key, r)
+            routes.setdefault(key, []).append(_first_max_index(t, kernel, stride, pad))
         return hook
     hooks = [model._pool.register_forward_pre_hook(record("_pool", 3, 2, 0))]
     hooks += [getattr(model, n).register_forward_pre_hook(record(n, 3, 1, 1)) for n in _BLOCKS]
@@ -98,7 +98,7 @@ class _RoutedMaxPool(paddle.nn.Layer):
 
     def __init__(self, routes):
         super().__init__()
-        self.routes = list(routes)
+        self.routes = list(routes)  # one per call, consumed in call order
 
     def forward(self, x):
         idx = self.routes.pop(0)
@@ -116,7 +116,7 @@ def _reference(stock, batch_norm, routes):
     ref.set_state_dict({k: v.astype("float64") for k, v in stock.state_dict().items()})
     ref._pool = _RoutedMaxPool(routes["_pool"])
     for n in _BLOCKS:
-        getattr(ref, n)._pool = _RoutedMaxPool([routes[n]])
+        getattr(ref, n)._pool = _RoutedMaxPool(routes[n])
     return ref
 
 
