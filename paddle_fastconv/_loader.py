@@ -18,7 +18,7 @@ _OPS = ("fastconv_conv_bn_act", "fastconv_onednn_conv2d", "fastconv_sync_bn_conv
         "fastconv_sync_bn_apply", "fastconv_sync_bn_backward_reduce", "fastconv_sync_bn_backward",
         "fastconv_max_pool_nhwc", "fastconv_max_pool_nchw", "fastconv_avg_pool_nhwc_to_nchw",
         "fastconv_relayout", "fastconv_inception",
-        "fastconv_resnet_block")
+        "fastconv_resnet_block", "fastconv_linear")
 
 
 class BuildMismatchError(ImportError):

@@ -13,7 +13,9 @@ What is fused:
   Inception op, the other (bias-free, BN-free) convolutions run on the
   oneDNN kernels, and the max pools on this package's kernel;
 - anywhere else, runs of `Conv2D -> BatchNorm2D [-> ReLU]` inside an
-  `nn.Sequential`.
+  `nn.Sequential`;
+- every `nn.Linear` (the models' classifier heads among them): the same
+  computation on oneDNN's sgemm for float32 CPU tensors (nn.Linear).
 Unknown layers are left alone. `unfuse(model)` restores the stock layers.
 """
 from paddle import nn
@@ -23,7 +25,7 @@ from .ops import (BlockConv, avg_pool2d_nhwc_to_nchw, float32_on_cpu, max_pool2d
 
 from .nn import _conv_padding, bn_affine
 from .nn import conv_bn_from_layers as _apply
-from .nn import inception_from_layers
+from .nn import Linear, inception_from_layers
 
 __all__ = ["fuse", "unfuse"]
 
@@ -301,7 +303,7 @@ def _block_types():
 def _fused_types():
     from .googlenet import FusedConv2D
     return (_FusedConvSlot, _Absorbed, FusedBottleneckBlock, _Swapped, FusedInceptionBlock,
-            FusedConv2D)
+            FusedConv2D, Linear)
 
 
 def _fuse_resnet_stem(layer, report, prefix, data_format):
@@ -384,6 +386,10 @@ def _fuse_children(layer, report, prefix, data_format=None):
             continue
         if isinstance(child, _fused_types()):
             continue
+        if type(child) is nn.Linear:
+            layer._sub_layers[name] = Linear.from_layer(child)
+            report.append((path, "Linear"))
+            continue
         if type(child) is ConvLayer:
             _fuse_plain_conv(child, report, path + ".")
             continue
@@ -443,6 +449,9 @@ def fuse(model, inplace=True, return_report=False, channels_last=False):
     elif type(model) in blocks:
         model = blocks[type(model)](model)
         report.append(("", type(model.original_layer[0]).__name__))
+    elif type(model) is nn.Linear:
+        model = Linear.from_layer(model)
+        report.append(("", "Linear"))
     else:
         if isinstance(model, nn.Sequential):
             _fuse_sequential(model, report, "")
@@ -452,7 +461,8 @@ def fuse(model, inplace=True, return_report=False, channels_last=False):
 
 def _unfuse_children(layer):
     for name, child in list(layer.named_children()):
-        if isinstance(child, _fused_types()):
+        # (a Linear built as one, not swapped in, has no original to restore)
+        if isinstance(child, _fused_types()) and hasattr(child, "original_layer"):
             original = child.original_layer[0]
             original.training = child.training  # train()/eval() since fuse() reached the slot only
             layer._sub_layers[name] = original
@@ -462,7 +472,8 @@ def _unfuse_children(layer):
 
 def unfuse(model):
     """Restores the stock layers that fuse() replaced (in place); returns the model."""
-    if isinstance(model, (FusedBottleneckBlock, FusedInceptionBlock)):
+    if isinstance(model, (FusedBottleneckBlock, FusedInceptionBlock)) or (
+            isinstance(model, Linear) and hasattr(model, "original_layer")):
         model.original_layer[0].training = model.training
         return model.original_layer[0]
     _unfuse_children(model)

@@ -11,6 +11,7 @@ import paddle.nn.functional as F
 from paddle import nn
 
 from .nn import Inception, _conv_padding, conv_bn_from_layers
+from .nn import Linear as FusedLinear
 from .ops import float32_on_cpu, onednn_conv2d, to_channels_last
 from .runtime import get_cpu_conv_engine
 
@@ -133,17 +134,19 @@ class GoogLeNet(nn.Layer):
             self._pool_5 = nn.AdaptiveAvgPool2D(1)
             self._pool_o1 = nn.AvgPool2D(kernel_size=5, stride=3)
             self._pool_o2 = nn.AvgPool2D(kernel_size=5, stride=3)
+        # fused: paddle.vision's Linear heads on oneDNN's sgemm (same parameters)
+        linear = FusedLinear if fused else nn.Linear
         if num_classes > 0:
             self._drop = nn.Dropout(p=0.4, mode="downscale_in_infer")
-            self._fc_out = nn.Linear(1024, num_classes, weight_attr=_xavier(1024, 1))
+            self._fc_out = linear(1024, num_classes, weight_attr=_xavier(1024, 1))
             self._conv_o1 = conv(512, 128, 1)
-            self._fc_o1 = nn.Linear(1152, 1024, weight_attr=_xavier(2048, 1))
+            self._fc_o1 = linear(1152, 1024, weight_attr=_xavier(2048, 1))
             self._drop_o1 = nn.Dropout(p=0.7, mode="downscale_in_infer")
-            self._out1 = nn.Linear(1024, num_classes, weight_attr=_xavier(1024, 1))
+            self._out1 = linear(1024, num_classes, weight_attr=_xavier(1024, 1))
             self._conv_o2 = conv(528, 128, 1)
-            self._fc_o2 = nn.Linear(1152, 1024, weight_attr=_xavier(2048, 1))
+            self._fc_o2 = linear(1152, 1024, weight_attr=_xavier(2048, 1))
             self._drop_o2 = nn.Dropout(p=0.7, mode="downscale_in_infer")
-            self._out2 = nn.Linear(1024, num_classes, weight_attr=_xavier(1024, 1))
+            self._out2 = linear(1024, num_classes, weight_attr=_xavier(1024, 1))
 
     def forward(self, inputs):
         # The same sequence as paddle.vision.models.GoogLeNet.forward.

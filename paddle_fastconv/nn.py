@@ -3,10 +3,10 @@ import paddle
 from paddle import nn
 
 from . import _args
-from .ops import conv_bn_act, inception
+from .ops import conv_bn_act, inception, linear
 
 __all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock", "Inception", "InceptionConv",
-           "inception_from_layers"]
+           "inception_from_layers", "Linear"]
 
 
 def _conv_padding(conv):
@@ -273,3 +273,28 @@ def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="
         x, [c.weight for c in convs], [c.bias for c in convs], bn, training=training,
         momentum=momentum, epsilon=epsilon, stage_relu=[relu_each] * 6,
         relu_after_concat=not relu_each, data_format=data_format)
+
+
+class Linear(nn.Linear):
+    """paddle.nn.Linear (same constructor, parameters and state-dict keys)
+    whose forward and backward run on ops.linear: oneDNN's sgemm for float32
+    CPU tensors, Paddle's linear elsewhere. `Linear.from_layer(linear)`
+    shares a stock layer's parameters (what fuse() swaps in)."""
+
+    @classmethod
+    def from_layer(cls, layer):
+        if not isinstance(layer, nn.Linear):
+            raise TypeError("Linear.from_layer: argument 'layer' must be a paddle.nn.Linear, "
+                            "got %s" % type(layer).__name__)
+        self = cls.__new__(cls)
+        nn.Layer.__init__(self)
+        for attr in ("_dtype", "_weight_attr", "_bias_attr", "name"):
+            setattr(self, attr, getattr(layer, attr, None))
+        self.weight = layer.weight
+        self.bias = layer.bias
+        self.training = layer.training
+        self.original_layer = [layer]  # for unfuse()
+        return self
+
+    def forward(self, x):
+        return linear(x, self.weight, self.bias)

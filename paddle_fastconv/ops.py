@@ -291,6 +291,37 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
 
 
 @paddle.jit.not_to_static
+def linear(x, weight, bias=None):
+    """paddle.nn.functional.linear: y = x @ weight + bias, weight
+    [in_features, out_features], any leading dimensions on x; with backward.
+    Float32 CPU tensors (with the oneDNN engine built) run on oneDNN's sgemm
+    (paddle.matmul of a batch of 8 by GoogLeNet's [1152, 1024] head weight
+    measured about 10x slower on the project's machine); everything else,
+    and inputs with no elements, take Paddle's linear (on GPU: cuBLAS)."""
+    op = "fastconv_linear"
+    _args.check_tensor(x, "x", op)
+    _args.check_tensor(weight, "weight", op, ndim=2)
+    if bias is not None:
+        _args.check_tensor(bias, "bias", op, ndim=1)
+    if len(x.shape) == 0:
+        raise ValueError("%s: argument 'x' must have at least 1 dimension, got a scalar" % op)
+    k, n = weight.shape
+    if _known(x.shape[-1]) and _known(k) and x.shape[-1] != k:
+        raise ValueError("%s: argument 'x' has %d features in its last dimension (shape "
+                         "%s), weight expects %d" % (op, x.shape[-1], list(x.shape), k))
+    if bias is not None and _known(bias.shape[0]) and _known(n) and bias.shape[0] != n:
+        raise ValueError("%s: argument 'bias' must have out_features = %d values, got "
+                         "shape %s" % (op, n, list(bias.shape)))
+    empty = any(_known(d) and d == 0 for d in list(x.shape) + [n])
+    fast = float32_on_cpu(x) and weight.dtype == paddle.float32 and (
+        bias is None or bias.dtype == paddle.float32) and onednn_available()
+    if empty or not fast:
+        return paddle.nn.functional.linear(x, weight, bias)
+    b = bias if bias is not None else _absent([1, 1], x.dtype, x.place)
+    return OPS[op](x, weight, b, _needs_grad(x))
+
+
+@paddle.jit.not_to_static
 def to_channels_last(x):
     """x (4-D, NCHW) as a contiguous NHWC tensor: x.transpose([0, 2, 3, 1]).
     Float32 CPU tensors (with the oneDNN engine built) take one oneDNN

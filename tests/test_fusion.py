@@ -150,9 +150,9 @@ def test_sequential_runs_and_unfuse():
 def test_fuse_rejects_non_layers_and_leaves_unknown_layers():
     with pytest.raises(TypeError, match="'model'"):
         pf.fuse("resnet")
-    lin = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
-    _, report = pf.fuse(lin, return_report=True)
-    assert report == [] and type(lin[0]) is nn.Linear
+    other = nn.Sequential(nn.Conv1D(4, 4, 1), nn.BatchNorm1D(4), nn.ReLU())
+    _, report = pf.fuse(other, return_report=True)
+    assert report == [] and type(other[0]) is nn.Conv1D
 
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
