@@ -378,6 +378,7 @@ def max_pool2d_nhwc(x, kernel_size, stride=None, padding=0):
     return max_pool2d(x, kernel_size, stride, padding, data_format="NHWC")
 
 
+@paddle.jit.not_to_static
 def avg_pool2d_nhwc_to_nchw(x, kernel_size, stride=None, padding=0, exclusive=True):
     """Average pooling of an NHWC float32 CPU tensor into an NCHW output, with
     backward: paddle.nn.functional.avg_pool2d(x.transpose([0, 3, 1, 2]),

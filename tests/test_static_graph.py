@@ -74,3 +74,35 @@ def test_jit_save_load_and_inference_predictor(tmp_path, fmt):
 
     out = predict(path, x)[0]
     assert_close(out, expected, "out", what="paddle.inference")
+
+
+class _NHWCThenSqueeze(paddle.nn.Layer):
+    """An NHWC op of this package, pooled into an NCHW map, then Paddle's own
+    (oneDNN in paddle.inference) squeeze: the pattern of a channels_last
+    GoogLeNet's classifier head."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = self.create_parameter([16, 8, 1, 1])
+
+    def forward(self, x):  # x: NCHW [N, 8, 7, 7]
+        h = pf.ops.onednn_conv2d(pf.ops.to_channels_last(x), self.w, data_format="NHWC")
+        return paddle.squeeze(pf.ops.avg_pool2d_nhwc_to_nchw(h, [7, 7], [7, 7]), axis=[2, 3])
+
+
+@pytest.mark.skipif(not pf.onednn_available(), reason="needs the oneDNN engine")
+def test_inference_reads_nhwc_op_outputs_as_plain_tensors(tmp_path):
+    """Paddle's custom-op runtime tags the outputs of an op with an attribute
+    named data_format with that layout, and paddle.inference's oneDNN kernels
+    then read a plain [N, C, 1, 1] map as NHWC: this squeeze returned
+    [N, 1, C]. The ops name the attribute activation_layout instead."""
+    paddle.seed(10)
+    net = _NHWCThenSqueeze()
+    net.eval()
+    x = paddle.randn([2, 8, 7, 7])
+    with paddle.no_grad():
+        expected = net(x).numpy()
+    assert expected.shape == (2, 16)
+    path = os.path.join(str(tmp_path), "nhwc_head")
+    paddle.jit.save(net, path, input_spec=[InputSpec([None, 8, 7, 7], "float32")])
+    assert_close(predict(path, x)[0], expected, "out", what="paddle.inference")

@@ -121,7 +121,7 @@ std::vector<paddle::DataType> OnednnConv2dGradDtype(
 
 #define FC_CONV2D_ATTRS                                                    \
   {"strides: std::vector<int>", "paddings: std::vector<int>",              \
-   "dilations: std::vector<int>", "groups: int", "data_format: std::string", \
+   "dilations: std::vector<int>", "groups: int", "activation_layout: std::string", \
    "need_dx: bool", "cache_weights: bool"}
 
 PD_BUILD_OP(fastconv_onednn_conv2d)

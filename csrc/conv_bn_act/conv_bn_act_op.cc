@@ -234,7 +234,7 @@ std::vector<paddle::DataType> ConvBnActGradInferDtype(
 
 #define FC_CONV_BN_ACT_ATTRS                                             \
   {"strides: std::vector<int>", "paddings: std::vector<int>",            \
-   "dilations: std::vector<int>", "groups: int", "data_format: std::string", \
+   "dilations: std::vector<int>", "groups: int", "activation_layout: std::string", \
    "act: std::string", "training: bool", "momentum: float", "epsilon: float", \
    "need_dx: bool"}
 

@@ -277,7 +277,7 @@ std::vector<std::string> grad_inputs() {
 }  // namespace fastconv
 
 #define FC_INCEPTION_ATTRS                                               \
-  {"data_format: std::string", "training: bool", "momentum: float",      \
+  {"activation_layout: std::string", "training: bool", "momentum: float",      \
    "epsilon: float", "stage_relu: std::vector<int>",                     \
    "relu_after_concat: bool"}
 

@@ -213,7 +213,7 @@ std::vector<std::string> grad_outputs() {
 }  // namespace fastconv
 
 #define FC_RESNET_BLOCK_ATTRS                                               \
-  {"data_format: std::string", "training: bool",                            \
+  {"activation_layout: std::string", "training: bool",                            \
    "strides: std::vector<int>", "paddings: std::vector<int>",               \
    "dilations: std::vector<int>", "groups: std::vector<int>",               \
    "momentum: std::vector<float>", "epsilon: std::vector<float>"}

@@ -206,7 +206,7 @@ PD_BUILD_OP(fastconv_sync_bn_conv_stats)
     .Outputs({"Z", "Stats"})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
             "dilations: std::vector<int>", "groups: int",
-            "data_format: std::string"})
+            "activation_layout: std::string"})
     .SetKernelFn(PD_KERNEL(fastconv::ConvStats))
     .SetInferShapeFn(PD_INFER_SHAPE(fastconv::ConvStatsShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::ConvStatsDtype));
@@ -214,7 +214,7 @@ PD_BUILD_OP(fastconv_sync_bn_conv_stats)
 PD_BUILD_OP(fastconv_sync_bn_apply)
     .Inputs({"Z", "Mean", "InvStd", "Scale", "Shift", "Residual"})
     .Outputs({"Y"})
-    .Attrs({"data_format: std::string", "act: std::string"})
+    .Attrs({"activation_layout: std::string", "act: std::string"})
     .SetKernelFn(PD_KERNEL(fastconv::Apply))
     .SetInferShapeFn(PD_INFER_SHAPE(fastconv::ApplyShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::ApplyDtype));
@@ -222,7 +222,7 @@ PD_BUILD_OP(fastconv_sync_bn_apply)
 PD_BUILD_OP(fastconv_sync_bn_backward_reduce)
     .Inputs({"DY", "Y", "Z", "Mean"})
     .Outputs({"Sums"})
-    .Attrs({"data_format: std::string", "act: std::string"})
+    .Attrs({"activation_layout: std::string", "act: std::string"})
     .SetKernelFn(PD_KERNEL(fastconv::GradReduce))
     .SetInferShapeFn(PD_INFER_SHAPE(fastconv::GradReduceShape))
     .SetInferDtypeFn(PD_INFER_DTYPE(fastconv::GradReduceDtype));
@@ -232,7 +232,7 @@ PD_BUILD_OP(fastconv_sync_bn_backward)
     .Outputs({"DX", "DW", "DResidual"})
     .Attrs({"strides: std::vector<int>", "paddings: std::vector<int>",
             "dilations: std::vector<int>", "groups: int",
-            "data_format: std::string", "act: std::string",
+            "activation_layout: std::string", "act: std::string",
             "global_count: int64_t", "with_residual: bool"})
     .SetKernelFn(PD_KERNEL(fastconv::ConvGrad))
     .SetInferShapeFn(PD_INFER_SHAPE(fastconv::ConvGradShape))
