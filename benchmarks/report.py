@@ -132,6 +132,11 @@ def compare(old_path, new_path, threshold):
     return slower
 
 
+def _ms(v):
+    """A median in ms: one decimal, two under 1 ms (the Linear layers)."""
+    return "%.2f" % v if v < 1 else "%.1f" % v
+
+
 def main(path):
     data = load(path)
     machine = data.get("machine_info", {})
@@ -143,8 +148,8 @@ def main(path):
         s, f = c["stock"][0], c["fused"][0]
         conv = "%.1f" % c["onednn_conv"][0] if "onednn_conv" in c else "-"
         gflops = "%.0f" % c["fused"][1] if c["fused"][1] is not None else "-"  # pools: none
-        print("| %s | %s | %s | %.1f | %.1f | %.2fx | %s | %s | %s |"
-              % (layer, mode, fmt, s, f, s / f, conv, gflops,
+        print("| %s | %s | %s | %s | %s | %.2fx | %s | %s | %s |"
+              % (layer, mode, fmt, _ms(s), _ms(f), s / f, conv, gflops,
                  _peaks(c["stock"][2], c["fused"][2])))
     models = model_rows(data)
     if models:
