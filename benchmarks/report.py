@@ -74,7 +74,8 @@ def chart(data, path):
     """Bar chart of fused-over-stock speedups (layers and whole models)."""
     labels, values, colors = [], [], []
     for layer, mode, fmt, c in rows(data):
-        labels.append("%s %s %s" % (layer.replace("conv", ""), mode, fmt))
+        # (layers without a layout, the Linear ones, record "-")
+        labels.append(" ".join([layer.replace("conv", ""), mode] + ([fmt] if fmt != "-" else [])))
         values.append(c["stock"][0] / c["fused"][0])
         colors.append("tab:blue" if mode == "eval" else "tab:orange")
     for (model, mode), c in sorted(model_rows(data).items()):
