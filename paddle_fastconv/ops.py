@@ -295,9 +295,10 @@ def linear(x, weight, bias=None):
     """paddle.nn.functional.linear: y = x @ weight + bias, weight
     [in_features, out_features], any leading dimensions on x; with backward.
     Float32 CPU tensors (with the oneDNN engine built) run on oneDNN's sgemm
-    (paddle.matmul of a batch of 8 by GoogLeNet's [1152, 1024] head weight
-    measured about 10x slower on the project's machine); everything else,
-    and inputs with no elements, take Paddle's linear (on GPU: cuBLAS)."""
+    (batch 8 on GoogLeNet's and ResNet-50's head shapes: 2.9-4.3x faster
+    than paddle.nn.Linear in eval, benchmarks/test_bench_linear.py);
+    everything else, and inputs with no elements, take Paddle's linear (on
+    GPU: cuBLAS)."""
     op = "fastconv_linear"
     _args.check_tensor(x, "x", op)
     _args.check_tensor(weight, "weight", op, ndim=2)
