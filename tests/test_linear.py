@@ -63,9 +63,29 @@ def test_runs_the_op_and_skips_dx_for_inputs_without_gradient(monkeypatch):
     assert x.grad is None
 
 
-def test_sgd_steps_match_stock():
-    rng = np.random.default_rng(3)
+def _assert_same_training(expected, actual, x_shape, seed, momentum=None):
+    """Three SGD (momentum: Momentum) steps on (model, forward) pairs from the
+    same start: the losses and the final parameters agree."""
+    rng = np.random.default_rng(seed)
 
+    def opt(model):
+        if momentum is None:
+            return paddle.optimizer.SGD(0.1, parameters=model.parameters())
+        return paddle.optimizer.Momentum(0.1, momentum=momentum, parameters=model.parameters())
+
+    (ma, fa), (mb, fb) = expected, actual
+    oa, ob = opt(ma), opt(mb)
+    for step in range(3):
+        x = paddle.to_tensor(rng.normal(size=x_shape).astype("float32"))
+        la, lb = (fa(x) ** 2).mean(), (fb(x) ** 2).mean()
+        assert_close(lb, la, "out", what="loss %d" % step)
+        la.backward(), lb.backward()
+        oa.step(), ob.step(), oa.clear_grad(), ob.clear_grad()
+    for (k, va), (_, vb) in zip(sorted(ma.state_dict().items()), sorted(mb.state_dict().items())):
+        assert_close(vb, va, "grad", what=k)
+
+
+def test_sgd_steps_match_stock():
     def net(fused):
         paddle.seed(4)
         layers = [nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3)]
@@ -76,16 +96,7 @@ def test_sgd_steps_match_stock():
 
     a, b = net(False), net(True)
     assert sorted(a.state_dict()) == sorted(b.state_dict())
-    oa = paddle.optimizer.Momentum(0.1, momentum=0.9, parameters=a.parameters())
-    ob = paddle.optimizer.Momentum(0.1, momentum=0.9, parameters=b.parameters())
-    for step in range(3):
-        x = paddle.to_tensor(rng.normal(size=[6, 10]).astype("float32"))
-        la, lb = (a(x) ** 2).mean(), (b(x) ** 2).mean()
-        assert_close(lb, la, "out", what="loss %d" % step)
-        la.backward(), lb.backward()
-        oa.step(), ob.step(), oa.clear_grad(), ob.clear_grad()
-    for (k, va), (_, vb) in zip(sorted(a.state_dict().items()), sorted(b.state_dict().items())):
-        assert_close(vb, va, "grad", what=k)
+    _assert_same_training((a, a), (b, b), [6, 10], seed=3, momentum=0.9)
 
 
 def test_constructor_matches_stock_initialization():
@@ -175,17 +186,7 @@ def test_to_static_training_matches_dygraph():
     dyn, st = _Head(), _Head()
     st.set_state_dict(dyn.state_dict())
     st_fn = paddle.jit.to_static(st, full_graph=True)
-    o1 = paddle.optimizer.SGD(0.1, parameters=dyn.parameters())
-    o2 = paddle.optimizer.SGD(0.1, parameters=st.parameters())
-    rng = np.random.default_rng(8)
-    for step in range(3):
-        x = paddle.to_tensor(rng.normal(size=[4, 6]).astype("float32"))
-        l1, l2 = (dyn(x) ** 2).mean(), (st_fn(x) ** 2).mean()
-        assert_close(l2, l1, "out", what="loss %d" % step)
-        l1.backward(), l2.backward()
-        o1.step(), o2.step(), o1.clear_grad(), o2.clear_grad()
-    for (k, v1), (_, v2) in zip(sorted(dyn.state_dict().items()), sorted(st.state_dict().items())):
-        assert_close(v2, v1, "grad", what=k)
+    _assert_same_training((dyn, dyn), (st, st_fn), [4, 6], seed=8)
 
 
 def test_jit_save_and_inference_predictor(tmp_path):
