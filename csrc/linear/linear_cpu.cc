@@ -20,8 +20,8 @@ namespace fastconv {
 #ifdef FASTCONV_WITH_ONEDNN
 namespace {
 
-// Row-major C[m, n] = alpha * op(A) . op(B) + beta * C through dnnl_sgemm,
-// which threads with OpenMP as Paddle's setting says.
+// Row-major C[m, n] = op(A)[m, k] . op(B)[k, n] + beta * C through
+// dnnl_sgemm, which threads with OpenMP as Paddle's setting says.
 void sgemm(char ta, char tb, int64_t m, int64_t n, int64_t k, const float* a,
            int64_t lda, const float* b, int64_t ldb, float beta, float* c,
            int64_t ldc) {
