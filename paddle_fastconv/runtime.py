@@ -95,12 +95,34 @@ def clear_caches():
     CLIB.fastconv_clear_caches()
 
 
+def set_weight_checks(on):
+    """on=False trusts every cached eval weight copy in this process: eval
+    calls no longer fingerprint their weights to see whether they changed
+    (see paddle_fastconv.freeze, which does this per model). Meant for
+    processes whose weights never change, such as one serving a
+    paddle.inference predictor; a weight changed while checks are off is not
+    seen (clear_caches() drops the stale copies). on=True (the default)
+    checks again."""
+    if not isinstance(on, bool):
+        raise TypeError("set_weight_checks: argument 'on' must be a bool, got %r" % (on,))
+    CLIB.fastconv_set_weight_checks(int(on))
+
+
+def get_weight_checks():
+    """Whether eval calls check their cached weight copies (set_weight_checks)."""
+    return bool(CLIB.fastconv_get_weight_checks())
+
+
 def cache_info():
     """Entries in the CPU caches; the bytes of the calling thread's scratch
     arena (oneDNN scratchpads and reorder buffers, kept between calls outside
     Paddle's allocator; freed by clear_caches() or when the thread ends); and
-    the bytes of freed output memory held for reuse (see set_cache_capacity)."""
+    the bytes of freed output memory held for reuse (see set_cache_capacity);
+    "weight_checks", how many weight fingerprints eval calls have taken in
+    this process (see set_weight_checks), and "frozen_weights", how many
+    parameter buffers paddle_fastconv.freeze has marked constant."""
     out = (ctypes.c_size_t * 4)()
     CLIB.fastconv_cache_sizes(out)
     return {"plans": out[0], "folded_weights": out[1], "scratch_bytes": out[2],
-            "host_pool_bytes": out[3]}
+            "host_pool_bytes": out[3], "weight_checks": int(CLIB.fastconv_weight_checks()),
+            "frozen_weights": int(CLIB.fastconv_frozen_weight_count())}

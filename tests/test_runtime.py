@@ -14,8 +14,12 @@ def test_cache_capacity_bounds_and_clear():
     before = pf.cache_info()
     try:
         pf.clear_caches()
-        assert pf.cache_info() == {"plans": 0, "folded_weights": 0, "scratch_bytes": 0,
-                                   "host_pool_bytes": 0}
+        info = pf.cache_info()
+        assert {k: info[k] for k in ("plans", "folded_weights", "scratch_bytes",
+                                     "host_pool_bytes")} == dict.fromkeys(
+            ("plans", "folded_weights", "scratch_bytes", "host_pool_bytes"), 0)
+        assert set(info) == {"plans", "folded_weights", "scratch_bytes", "host_pool_bytes",
+                             "weight_checks", "frozen_weights"}
         pf.set_cache_capacity(plans=2, folded_weights=1)
         layers = [pf.ConvBNReLU(4, 8, 3, padding=1) for _ in range(3)]
         x = paddle.randn([2, 4, 6 + 1, 7])

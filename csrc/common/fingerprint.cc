@@ -4,6 +4,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
@@ -60,9 +61,14 @@ uint64_t chunk_hash(const unsigned char* p, size_t n, uint64_t index) {
   return acc;
 }
 
+std::atomic<uint64_t> g_count{0};
+
 }  // namespace
 
+uint64_t fingerprint_count() { return g_count.load(); }
+
 uint64_t fingerprint64(const void* data, size_t bytes) {
+  g_count.fetch_add(1, std::memory_order_relaxed);
   const auto* p = static_cast<const unsigned char*>(data);
   const size_t chunks = (bytes + kChunk - 1) / kChunk;
   std::vector<uint64_t> part(chunks);

@@ -14,4 +14,8 @@ namespace fastconv {
 
 uint64_t fingerprint64(const void* data, size_t bytes);
 
+// How many fingerprints this process has taken (cache_info()'s
+// "weight_checks": tells whether eval calls still read their weights).
+uint64_t fingerprint_count();
+
 }  // namespace fastconv

@@ -12,7 +12,8 @@
 // tensor's version, so the contents are what tells). The fingerprint reads W
 // once, in parallel; the copy of W it replaced cost a second buffer of every
 // weight and a serial memcmp of both per call (a quarter of a batch-2 64x64
-// ResNet-50 eval forward).
+// ResNet-50 eval forward). A frozen W (common/frozen_weights.h) is not
+// fingerprinted again.
 #pragma once
 
 #include <cstddef>

@@ -9,7 +9,8 @@
 // of every part (common/fingerprint.h); a call whose parts' contents differ
 // rebuilds it, so an optimizer step or set_state_dict between two calls is
 // always seen (Paddle's optimizers do not bump a tensor's version; the
-// contents are what tells). See conv_bn_act/folded_weights.h for the
+// contents are what tells), unless every part is frozen
+// (common/frozen_weights.h). See conv_bn_act/folded_weights.h for the
 // BN-folding counterpart.
 #pragma once
 

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <exception>
 
+#include "common/fingerprint.h"
+#include "common/frozen_weights.h"
 #include "common/host_pool.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "conv_bn_act/cpu_conv_engine.h"
@@ -64,9 +66,10 @@ void fastconv_clear_caches() {
 }
 
 // Drops the eval weight copies (folded or reordered-only) of the layer whose
-// weight buffer starts at `weight_data` (the Python side calls it when that
-// weight is freed).
+// weight buffer starts at `weight_data`, and its frozen mark (the Python side
+// calls it when that weight is freed).
 size_t fastconv_release_eval_weights(uintptr_t weight_data) {
+  fastconv::unfreeze_weight(weight_data);
 #ifdef FASTCONV_WITH_ONEDNN
   return fastconv::release_folded_weights(weight_data) +
          fastconv::onednn::release_prepared_weights(weight_data);
@@ -75,6 +78,28 @@ size_t fastconv_release_eval_weights(uintptr_t weight_data) {
   return 0;
 #endif
 }
+
+// Declares the buffer at `weight_data` constant (freeze = 1) or not: the eval
+// caches trust their copies of a frozen buffer without fingerprinting it
+// (common/frozen_weights.h). Returns the number of frozen buffers.
+size_t fastconv_freeze_weight(uintptr_t weight_data, int freeze) {
+  if (freeze)
+    fastconv::freeze_weight(weight_data);
+  else
+    fastconv::unfreeze_weight(weight_data);
+  return fastconv::frozen_weight_count();
+}
+
+// on = 0: every cached eval copy is trusted (no fingerprints); 1: the default.
+void fastconv_set_weight_checks(int on) { fastconv::set_weight_checks(on != 0); }
+int fastconv_get_weight_checks() {
+  return fastconv::weight_checks_enabled() ? 1 : 0;
+}
+
+// Fingerprints taken so far (each one a read of a whole weight), and the
+// number of buffers frozen now.
+uint64_t fastconv_weight_checks() { return fastconv::fingerprint_count(); }
+size_t fastconv_frozen_weight_count() { return fastconv::frozen_weight_count(); }
 
 // out[0] = plan entries, out[1] = eval weight entries (folded and
 // reordered-only), out[2] = bytes of
