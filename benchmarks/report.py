@@ -42,6 +42,18 @@ def model_rows(data):
     return out
 
 
+def freeze_rows(data):
+    """(model, batch) -> {"checked": ms, "frozen": ms} of test_bench_freeze
+    (medians timed in turns, from extra_info)."""
+    out = {}
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        if "freeze_model" in info:
+            out[(info["freeze_model"], info["batch"])] = {
+                "checked": info["checked_ms"], "frozen": info["frozen_ms"]}
+    return out
+
+
 def _peaks(stock, fused):
     if stock is None or fused is None:
         return "-"
@@ -177,8 +189,17 @@ def main(path):
                       "fused ops' scratch arena and pooled outputs in use): %s" % (
                           model, ", ".join(
                           "%s %.0f MiB" % (k, v) for k, v in sorted(c.items()))))
-    print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8, fp32, "
-          "medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),
+    frozen = freeze_rows(data)
+    if frozen:
+        print("\n| model (fused, channels_last, eval) | batch | checked ms | frozen ms "
+              "| speedup |")
+        print("|---|---|---|---|---|")
+        for (model, batch), c in sorted(frozen.items()):
+            print("| %s | %d | %s | %s | %.2fx |" % (
+                model, batch, _ms(c["checked"]), _ms(c["frozen"]),
+                c["checked"] / c["frozen"]))
+    print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8 (the freeze "
+          "table: as listed), fp32, medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),
                         machine.get("cpu", {}).get("count", "?"), threads))
 
 

@@ -1,5 +1,6 @@
 """Whole ResNet-50 and GoogLeNet at 224x224, batch 8: stock dygraph, fused
-dygraph (paddle_fastconv.fuse, NCHW and channels_last) and, for eval,
+dygraph (paddle_fastconv.fuse, NCHW and channels_last; in eval frozen by
+paddle_fastconv.freeze, as deployed) and, for eval,
 paddle.inference with oneDNN on the exported stock model -- the deployment
 engine a user would compare with. Outputs are checked to agree before timing.
 "onednn_conv_floor" times the model's convolutions alone on oneDNN's kernels
@@ -62,21 +63,28 @@ def _bench_eval(benchmark, bench_info, zoo, name, impl):
         benchmark.pedantic(fn, rounds=3, warmup_rounds=1, iterations=1)
         bench_info["images_per_s"] = BATCH / benchmark.stats.stats.median
         return
-    with paddle.no_grad():
-        ref = main_output(stock(x)).numpy()
-        if impl == "paddle_inference_onednn":
-            fn = inference_runner(stock, x, SIZE, THREADS)
-            got = fn()
-        else:
-            m = stock if impl == "stock" else fused_models[impl]
-            fn = lambda: m(x)  # noqa: E731
-            got = main_output(fn()).numpy()
-    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
-    # Three untimed runs: paddle.inference builds and caches its oneDNN
-    # primitives over its first runs, and one warm-up left it slower than in
-    # the CLI's rounds (47-52 against 66-68 img/s for GoogLeNet).
-    with paddle.no_grad():
-        benchmark.pedantic(fn, rounds=3, warmup_rounds=3, iterations=1)
+    frozen = fused_models.get(impl)
+    if frozen is not None:
+        pf.freeze(frozen)  # as deployed: see paddle_fastconv.freeze
+    try:
+        with paddle.no_grad():
+            ref = main_output(stock(x)).numpy()
+            if impl == "paddle_inference_onednn":
+                fn = inference_runner(stock, x, SIZE, THREADS)
+                got = fn()
+            else:
+                m = stock if frozen is None else frozen
+                fn = lambda: m(x)  # noqa: E731
+                got = main_output(fn()).numpy()
+        np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+        # Three untimed runs: paddle.inference builds and caches its oneDNN
+        # primitives over its first runs, and one warm-up left it slower than
+        # in the CLI's rounds (47-52 against 66-68 img/s for GoogLeNet).
+        with paddle.no_grad():
+            benchmark.pedantic(fn, rounds=3, warmup_rounds=3, iterations=1)
+    finally:
+        if frozen is not None:
+            pf.unfreeze(frozen)  # the training cases share the models
     med = benchmark.stats.stats.median
     bench_info["images_per_s"] = BATCH / med
     bench_info["gflops"] = 2 * GMACS[name] * BATCH / med

@@ -197,7 +197,8 @@ def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdou
     if model_rows:
         out.write("\n" + bench_models.format_table(model_rows) + "\n")
         out.write("models: batch %d, %dx%d, %d threads, fp32, median of %d runs (timed in turns); "
-                  "paddle.inference runs the exported stock model with oneDNN; the "
+                  "eval runs the fused models frozen (paddle_fastconv.freeze), as "
+                  "deployed; paddle.inference runs the exported stock model with oneDNN; the "
                   "oneDNN conv floor is the model's convolutions alone on oneDNN's "
                   "kernels (no engine on them can be faster; in brackets the speedup "
                   "over stock it would be)\n"

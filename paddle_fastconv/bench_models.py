@@ -13,6 +13,7 @@ from paddle.static import InputSpec
 
 from .bench import _interleaved_median_ms
 from .floor import conv_floor
+from .freezing import freeze
 from .fusion import fuse
 from .runtime import onednn_available
 
@@ -101,7 +102,9 @@ def bench_model(name, batch, size, mode, repeat, threads):
     if mode == "eval":
         stock.eval()
         for m in variants.values():
-            m.eval()
+            # as deployed: weights declared constant, so eval calls do not
+            # re-read them to see whether they changed (paddle_fastconv.freeze)
+            freeze(m.eval())
         with paddle.no_grad():
             ref = main_output(stock(x)).numpy()
             fns = {"stock": lambda: stock(x)}
