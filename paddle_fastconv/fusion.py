@@ -127,6 +127,7 @@ class FusedBottleneckBlock(nn.Layer):
             setattr(self, name, getattr(block, name))
         self.downsample = block.downsample
         self.stride = getattr(block, "stride", 1)
+        self._op_args = {}  # ops.resnet_block's checked arguments, reused
 
     def _pairs(self):
         return [(getattr(self, c), getattr(self, "bn" + c[-1])) for c in self._convs]
@@ -179,7 +180,8 @@ class FusedBottleneckBlock(nn.Layer):
         stages = self._block_stages()
         if stages is not None:
             return resnet_block(x, stages[0], stages[1], training=self.bn1.training,
-                                data_format=f or self.conv1._data_format)
+                                data_format=f or self.conv1._data_format,
+                                cache=self._op_args)
         pairs = self._pairs()
         out = x
         for conv, bn in pairs[:-1]:
@@ -205,6 +207,7 @@ class FusedBasicBlock(FusedBottleneckBlock):
             setattr(self, name, getattr(block, name))
         self.downsample = block.downsample
         self.stride = getattr(block, "stride", 1)
+        self._op_args = {}
 
 
 class FusedInceptionBlock(nn.Layer):

@@ -225,6 +225,38 @@ def test_bad_stage_arguments_name_the_stage():
         ops.resnet_block(x, [w64, convs[1], convs[2]], _stage(8, 16, 1))
 
 
+def test_reused_arguments_follow_the_blocks_tensors_and_attributes():
+    """The fused block keeps its checked op arguments between calls
+    (ops.resnet_block's cache): a new weight tensor, a changed attribute, a
+    mode switch or bad input after a cached call must be seen."""
+    stock, fused = _blocks("bottleneck", 16, 4, 2)
+    x = paddle.randn([2, 16, 6, 6])
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="first call")
+        assert fused._op_args.get("entry") is not None
+        assert_close(fused(x), stock(x), "out", what="cached call")
+        # a new parameter object in place of a stage's weight
+        w = paddle.create_parameter(stock.conv2.weight.shape, "float32")
+        w.set_value(np.random.default_rng(5).normal(size=w.shape).astype("float32"))
+        stock.conv2.weight = w
+        fused.conv2.weight = w
+        assert_close(fused(x), stock(x), "out", what="after a new conv2 weight")
+        # a changed attribute (BN epsilon) and the stride of the downsample
+        stock.bn3._epsilon = fused.bn3._epsilon = 0.5
+        assert_close(fused(x), stock(x), "out", what="after a new epsilon")
+    stock.train(), fused.train()
+    assert_close(fused(x), stock(x), "out", what="training after eval")
+    for k, v in stock.state_dict().items():
+        assert_close(fused.state_dict()[k], v, "stat", what=k)
+    with pytest.raises(Exception, match="empty batch"):
+        fused(x[:0])
+    with pytest.raises(Exception, match="float32, float16 or bfloat16"):
+        fused(x.astype("float64"))
+    with pytest.raises(Exception, match="channels"):
+        fused(x[:, :8])
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_block_op_low_precision_on_gpu(dtype):
