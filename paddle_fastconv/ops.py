@@ -31,6 +31,15 @@ def float32_on_cpu(x):
 _PLACEHOLDERS = {}
 
 
+def _place_key(place):
+    """A cheap hashable key of a Place: ("cpu",), ("gpu", id), else its str."""
+    if place.is_cpu_place():
+        return ("cpu",)
+    if place.is_gpu_place():
+        return ("gpu", place.gpu_device_id())
+    return (str(place),)
+
+
 def _absent(shape, dtype, place, role=""):
     """The placeholder for an absent bias/residual. In dygraph one read-only
     tensor per (shape, dtype, place, role) is reused rather than allocated per
@@ -39,7 +48,9 @@ def _absent(shape, dtype, place, role=""):
     that autograd saves for backward (whose version must not move)."""
     if not paddle.in_dynamic_mode():
         return paddle.zeros(shape, dtype=dtype)
-    key = (tuple(shape), str(dtype), str(place), role)
+    # (str() of a place or dtype costs microseconds, and the ops ask for up
+    # to 24 placeholders per call)
+    key = (tuple(shape), dtype, _place_key(place), role)
     t = _PLACEHOLDERS.get(key)
     if t is None:
         t = paddle.zeros(shape, dtype=dtype)
