@@ -224,11 +224,13 @@ class FusedInceptionBlock(nn.Layer):
         self.data_format = data_format or "NCHW"
         for name in self._CONVS:
             self.add_sublayer(name, getattr(block, name))
+        self._op_args = {}  # ops.inception's checked arguments, reused
 
     def forward(self, x):
         convs = [getattr(self, n)._conv for n in self._CONVS]
         return inception_from_layers(convs, [None] * 6, x, relu_each=False,
-                                     training=self.training, data_format=self.data_format)
+                                     training=self.training, data_format=self.data_format,
+                                     cache=self._op_args)
 
 
 class _NCHWHead(nn.Layer):

@@ -230,6 +230,7 @@ class Inception(nn.Layer):
         self._conv5 = conv(filter5R, filter5, 5)
         self._pool = nn.MaxPool2D(kernel_size=3, stride=1, padding=1, data_format=data_format)
         self._convprj = conv(input_channels, proj, 1)
+        self._op_args = {}  # ops.inception's checked arguments, reused
 
     def _stages(self):
         return (self._conv1, self._conv3r, self._conv3, self._conv5r, self._conv5,
@@ -247,14 +248,16 @@ class Inception(nn.Layer):
         stages = self._stages()
         return inception_from_layers([s._conv for s in stages], [s._bn for s in stages], x,
                                      relu_each=self._relu_each, training=self.training,
-                                     data_format=self._data_format)
+                                     data_format=self._data_format, cache=self._op_args)
 
 
-def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="NCHW"):
+def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="NCHW",
+                          cache=None):
     """The fused Inception op with the parameters of six stock Conv2D layers
     (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) and their
     BatchNorm2D layers (None where a convolution has none); ReLU after each
-    convolution (relu_each) or once after the concat."""
+    convolution (relu_each) or once after the concat. cache: see
+    ops.inception."""
     bn = []
     for b in bns:
         if b is None:
@@ -272,7 +275,7 @@ def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="
     return inception(
         x, [c.weight for c in convs], [c.bias for c in convs], bn, training=training,
         momentum=momentum, epsilon=epsilon, stage_relu=[relu_each] * 6,
-        relu_after_concat=not relu_each, data_format=data_format)
+        relu_after_concat=not relu_each, data_format=data_format, cache=cache)
 
 
 class Linear(nn.Linear):

@@ -423,7 +423,7 @@ def _stage_list(value, name, op):
 @paddle.jit.not_to_static
 def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
               epsilon=1e-5, stage_relu=(False,) * 6, relu_after_concat=True,
-              data_format="NCHW"):
+              data_format="NCHW", cache=None):
     """One Inception block in one op (CPU: float32; GPU: float32, float16,
     bfloat16 with float32 BN parameters and statistics, as under auto_cast):
 
@@ -438,8 +438,66 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
     projection; stages 0, 1, 3 and 5 must be 1x1, stages 2 and 4 square with
     an odd size. biases, bn: None or lists of 6 whose entries may be None.
     Each branch writes its slice of the output directly (no concat pass).
+
+    cache: an optional dict the caller keeps per block (the fused layers
+    do); for float32 CPU inputs in dygraph the checked arguments are reused
+    while the block holds the same tensors and attributes (see
+    resnet_block).
     """
     op = "fastconv_inception"
+    sig = None
+    if cache is not None and paddle.in_dynamic_mode() and isinstance(x, paddle.Tensor) \
+            and x.place.is_cpu_place() and x.dtype == paddle.float32:
+        sig = _inception_signature(x, weights, biases, bn, training, momentum, epsilon,
+                                   stage_relu, relu_after_concat, data_format)
+        entry = cache.get("entry")  # (sig, args): one object, so threads agree
+        if sig is not None and entry is not None and entry[0] == sig:
+            return _run_inception(x, entry[1], training, op)
+    args = _check_inception(x, weights, biases, bn, training, momentum, epsilon,
+                            stage_relu, relu_after_concat, data_format, op)
+    if sig is not None:
+        cache["entry"] = (sig, args)
+    return _run_inception(x, args, training, op)
+
+
+def _tensor_key(t):
+    """Identity, dtype and (CPU) device of an optional tensor for the
+    argument caches; False when it is not a CPU tensor (no caching)."""
+    if t is None:
+        return None
+    if not isinstance(t, paddle.Tensor) or not t.place.is_cpu_place():
+        return False
+    return id(t), t.dtype
+
+
+def _inception_signature(x, weights, biases, bn, training, momentum, epsilon, stage_relu,
+                         relu_after_concat, data_format):
+    """What inception's checks depend on (see _block_signature); None when
+    an argument is not of the shape the cache handles."""
+    lists = (weights, biases, bn, stage_relu)
+    if not all(isinstance(v, (list, tuple)) and len(v) == 6 for v in lists if v is not None) \
+            or weights is None:
+        return None
+    sig = [x.dtype, data_format, bool(training), momentum, epsilon,
+           tuple(bool(r) for r in stage_relu), bool(relu_after_concat)]
+    for i in range(6):
+        w = weights[i]
+        keys = [_tensor_key(w), _tensor_key(biases[i] if biases is not None else None)]
+        entry = bn[i] if bn is not None else None
+        if entry is not None:
+            if not isinstance(entry, (list, tuple)) or len(entry) != 4:
+                return None
+            keys += [_tensor_key(t) for t in entry]
+        if w is None or False in keys:
+            return None
+        sig.append((tuple(keys), w.data_ptr()))
+    return tuple(sig)
+
+
+def _check_inception(x, weights, biases, bn, training, momentum, epsilon, stage_relu,
+                     relu_after_concat, data_format, op):
+    """inception's checks; returns the op's arguments after x (running
+    statistics not yet detached)."""
     _args.check_tensor(x, "x", op, ndim=4)
     data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, op)
     weights = _stage_list(weights, "weights", op)
@@ -468,9 +526,6 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
         elif not isinstance(entry, (list, tuple)) or len(entry) != 4:
             raise ValueError("%s: argument 'bn' entry %d must be None or (weight, bias, "
                              "running_mean, running_var)" % (op, i))
-        if paddle.in_dynamic_mode():
-            # detached views of the statistics: see conv_bn_act
-            entry = (entry[0], entry[1], entry[2].detach(), entry[3].detach())
         scale.append(entry[0])
         shift.append(entry[1])
         mean.append(entry[2])
@@ -480,9 +535,20 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
         # (the merged 1x1 convolution's by stage 0)
         for i in (0, 2, 4, 5):
             _track_eval_copies(weights[i])
+    return (list(weights), bias_in, scale, shift, mean, var, data_format, float(momentum),
+            float(epsilon), [int(bool(r)) for r in relus], bool(relu_after_concat))
+
+
+def _run_inception(x, args, training, op):
+    weights, bias_in, scale, shift, mean, var, data_format, momentum, epsilon, relus, \
+        relu_after_concat = args
+    if paddle.in_dynamic_mode():
+        x = _autocast(x)[0]
+        # fresh detached views of the statistics: see _run_block
+        mean = [t.detach() for t in mean]
+        var = [t.detach() for t in var]
     outs = OPS[op](x, *weights, *bias_in, *scale, *shift, mean, var, data_format,
-                   bool(training), float(momentum), float(epsilon),
-                   [int(bool(r)) for r in relus], bool(relu_after_concat))
+                   bool(training), momentum, epsilon, relus, relu_after_concat)
     return outs[0]
 
 

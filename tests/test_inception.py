@@ -251,6 +251,37 @@ def test_eval_weight_cache_sees_every_stage_change(style, data_format):
         assert_close(fused(x), stock(x), "out", what="eval after an SGD step")
 
 
+def test_reused_arguments_follow_the_blocks_tensors_and_attributes():
+    """The fused layer keeps its checked op arguments between calls
+    (ops.inception's cache): a new weight tensor, a BN attribute, a mode
+    switch and bad input after a cached call must all be seen."""
+    stock, fused = _pair("bn", "NCHW")
+    x = _input("NCHW")
+    x.stop_gradient = True
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="first call")
+        assert fused._op_args.get("entry") is not None
+        assert_close(fused(x), stock(x), "out", what="cached call")
+        w = paddle.create_parameter(stock._conv3._conv.weight.shape, "float32")
+        w.set_value(np.random.default_rng(4).normal(size=w.shape).astype("float32"))
+        stock._conv3._conv.weight = w
+        fused._conv3._conv.weight = w
+        assert_close(fused(x), stock(x), "out", what="after a new 3x3 weight")
+        for m in (stock, fused):
+            for s in m._stages():
+                s._bn._epsilon = 0.25
+        assert_close(fused(x), stock(x), "out", what="after a new epsilon")
+    stock.train(), fused.train()
+    assert_close(fused(x), stock(x), "out", what="training after eval")
+    for k, v in stock.state_dict().items():
+        assert_close(fused.state_dict()[k], v, "stat", what=k)
+    with pytest.raises(Exception, match="float32"):
+        fused(x.astype("float64"))
+    with pytest.raises(Exception, match="channels"):
+        fused(x[:, :6])
+
+
 def test_eval_weight_cache_holds_one_entry_per_convolution():
     """Four cached copies per block (merged 1x1, 3x3, 5x5, projection), the
     same ones on every call, none in training; dropped with the block."""
