@@ -104,7 +104,8 @@ def bench_model(name, batch, size, mode, repeat, threads):
         for m in variants.values():
             # as deployed: weights declared constant, so eval calls do not
             # re-read them to see whether they changed (paddle_fastconv.freeze)
-            freeze(m.eval())
+            m.eval()  # (returns None on Paddle 2.6)
+            freeze(m)
         with paddle.no_grad():
             ref = main_output(stock(x)).numpy()
             fns = {"stock": lambda: stock(x)}
