@@ -25,7 +25,8 @@ def _parser():
                         "(default resnet50; googlenet at 224 only)")
     b.add_argument("--image-size", type=int, default=224, help="model input size (default 224)")
     b.add_argument("--mode", choices=["eval", "train", "both"], default="both",
-                   help="eval (no_grad forward) or train (forward+backward); default both")
+                   help="eval (no_grad forward; the fused models frozen, see "
+                        "paddle_fastconv.freeze) or train (forward+backward); default both")
     b.add_argument("--batch", type=int, default=8, help="batch size (default 8)")
     b.add_argument("--data-format", choices=["NCHW", "NHWC"], default="NCHW")
     b.add_argument("--threads", type=int, default=os.cpu_count(),
