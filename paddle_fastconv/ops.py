@@ -420,6 +420,19 @@ def _stage_list(value, name, op):
     return list(value)
 
 
+def _cached_args(cache, sig, check):
+    """The op arguments for signature `sig` from the caller's `cache` dict,
+    else check() (the full checks) stored there when sig is not None. The
+    entry is one (sig, args) object, so threads sharing a layer agree."""
+    entry = cache.get("entry") if sig is not None else None
+    if entry is not None and entry[0] == sig:
+        return entry[1]
+    args = check()
+    if sig is not None:
+        cache["entry"] = (sig, args)
+    return args
+
+
 @paddle.jit.not_to_static
 def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
               epsilon=1e-5, stage_relu=(False,) * 6, relu_after_concat=True,
@@ -445,19 +458,19 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
     resnet_block).
     """
     op = "fastconv_inception"
-    sig = None
+
+    def check():
+        return _check_inception(x, weights, biases, bn, training, momentum, epsilon,
+                                stage_relu, relu_after_concat, data_format, op)
     if cache is not None and paddle.in_dynamic_mode() and isinstance(x, paddle.Tensor) \
             and x.place.is_cpu_place() and x.dtype == paddle.float32:
+        # (float32 on the CPU: nothing to autocast)
         sig = _inception_signature(x, weights, biases, bn, training, momentum, epsilon,
                                    stage_relu, relu_after_concat, data_format)
-        entry = cache.get("entry")  # (sig, args): one object, so threads agree
-        if sig is not None and entry is not None and entry[0] == sig:
-            return _run_inception(x, entry[1], training, op)
-    args = _check_inception(x, weights, biases, bn, training, momentum, epsilon,
-                            stage_relu, relu_after_concat, data_format, op)
-    if sig is not None:
-        cache["entry"] = (sig, args)
-    return _run_inception(x, args, training, op)
+        return _run_inception(x, _cached_args(cache, sig, check), training, op)
+    if paddle.in_dynamic_mode():
+        x = _autocast(x)[0]
+    return _run_inception(x, check(), training, op)
 
 
 def _tensor_key(t):
@@ -543,7 +556,6 @@ def _run_inception(x, args, training, op):
     weights, bias_in, scale, shift, mean, var, data_format, momentum, epsilon, relus, \
         relu_after_concat = args
     if paddle.in_dynamic_mode():
-        x = _autocast(x)[0]
         # fresh detached views of the statistics: see _run_block
         mean = [t.detach() for t in mean]
         var = [t.detach() for t in var]
@@ -637,14 +649,11 @@ def _block_signature(x, stages, training, data_format):
             continue
         if not isinstance(stage, BlockConv):
             return None
-        tensors = (stage.weight, stage.bn_weight, stage.bn_bias, stage.running_mean,
-                   stage.running_var)
-        for t in tensors:
-            if not isinstance(t, paddle.Tensor) or not t.place.is_cpu_place():
-                return None
-        w = stage.weight
-        sig.append((tuple(id(t) for t in tensors), w.data_ptr(), w.dtype,
-                    tuple(t.dtype for t in tensors[1:]), _hashable(stage.stride),
+        keys = tuple(_tensor_key(t) for t in (stage.weight, stage.bn_weight, stage.bn_bias,
+                                              stage.running_mean, stage.running_var))
+        if None in keys or False in keys:
+            return None
+        sig.append((keys, stage.weight.data_ptr(), _hashable(stage.stride),
                     _hashable(stage.padding), _hashable(stage.dilation), stage.groups,
                     stage.momentum, stage.epsilon))
     return tuple(sig)
@@ -679,18 +688,18 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW", c
     op = "fastconv_resnet_block"
     stages = list(convs) + [None] * (3 - len(convs)) + [downsample] \
         if isinstance(convs, (list, tuple)) and len(convs) in (2, 3) else None
-    sig = None
+
+    def check():
+        return _check_block(x, convs, downsample, training, data_format, op)
     if cache is not None and stages is not None and paddle.in_dynamic_mode() and \
             isinstance(x, paddle.Tensor) and x.place.is_cpu_place() and \
             x.dtype == paddle.float32 and len(x.shape) == 4 and x.shape[0] > 0:
+        # (float32 on the CPU: nothing to autocast)
         sig = _block_signature(x, stages, training, data_format)
-        entry = cache.get("entry")  # (sig, args): one object, so threads agree
-        if sig is not None and entry is not None and entry[0] == sig:
-            return _run_block(x, *entry[1], training, op)
-    args = _check_block(x, convs, downsample, training, data_format, op)
-    if sig is not None:
-        cache["entry"] = (sig, args)
-    return _run_block(x, *args, training, op)
+        return _run_block(x, *_cached_args(cache, sig, check), training, op)
+    if paddle.in_dynamic_mode():
+        x = _autocast(x)[0]
+    return _run_block(x, *check(), training, op)
 
 
 def _check_block(x, convs, downsample, training, data_format, op):
@@ -728,7 +737,6 @@ def _check_block(x, convs, downsample, training, data_format, op):
 
 def _run_block(x, slots, data_format, training, op):
     if paddle.in_dynamic_mode():
-        x = _autocast(x)[0]
         # Fresh detached views of the running statistics: the op updates them
         # in place, autograd marks an in-place output of an op with
         # differentiable inputs as differentiable, and a layer's own buffer

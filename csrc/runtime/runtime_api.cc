@@ -81,13 +81,12 @@ size_t fastconv_release_eval_weights(uintptr_t weight_data) {
 
 // Declares the buffer at `weight_data` constant (freeze = 1) or not: the eval
 // caches trust their copies of a frozen buffer without fingerprinting it
-// (common/frozen_weights.h). Returns the number of frozen buffers.
-size_t fastconv_freeze_weight(uintptr_t weight_data, int freeze) {
+// (common/frozen_weights.h).
+void fastconv_freeze_weight(uintptr_t weight_data, int freeze) {
   if (freeze)
     fastconv::freeze_weight(weight_data);
   else
     fastconv::unfreeze_weight(weight_data);
-  return fastconv::frozen_weight_count();
 }
 
 // on = 0: every cached eval copy is trusted (no fingerprints); 1: the default.
