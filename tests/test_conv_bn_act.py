@@ -23,6 +23,8 @@ CASES = [
     (3, 8, 3, 2, "SAME", 1, 1, False, 2, (9, 10)),
     (16, 8, 1, 2, 0, 1, 1, False, 1, (7, 5)),
     (8, 8, 3, 1, 1, 1, 1, True, 1, (5, 5)),
+    # NCHW: the GEMM path's per-thread column shares split an image
+    (8, 16, 1, 1, 0, 1, 1, True, 3, (5, 7)),
 ]
 VARIANTS = [("relu", False), ("relu", True), ("none", False), ("none", True)]
 FORMATS = ["NCHW", "NHWC"]
@@ -93,6 +95,24 @@ def test_eval_parity(case, act, with_res, fmt, engine):
     # Eval never touches the running statistics.
     assert_close(fused.bn._mean, bn._mean, "stat", what="running_mean")
     assert_close(fused.bn._variance, bn._variance, "stat", what="running_var")
+
+
+@pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
+def test_eval_parity_with_oneDNNs_gemm_convolution_and_a_separate_epilogue(
+        act, with_res, monkeypatch):
+    """NCHW 1x1 eval runs its GEMM in per-thread pieces with the epilogue on
+    each; PADDLE_FASTCONV_GEMM_PIECES=0 (read when a plan is built) keeps
+    oneDNN's GEMM convolution and one epilogue pass. Both match stock."""
+    monkeypatch.setenv("PADDLE_FASTCONV_GEMM_PIECES", "0")
+    pf.clear_caches()
+    try:
+        case = (8, 16, 1, 1, 0, 1, 1, True, 3, (5, 7))
+        fused, conv, bn, xs, rs, ys = _run_pair(case, "NCHW", act, with_res, training=False)
+        assert_close(ys[0], ys[1], "out", what="y")
+        _check_grads(fused, conv, bn, xs, rs, True, with_res, False)
+    finally:
+        monkeypatch.delenv("PADDLE_FASTCONV_GEMM_PIECES")
+        pf.clear_caches()
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

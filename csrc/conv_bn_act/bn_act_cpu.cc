@@ -402,6 +402,13 @@ void bn_act_forward(const float* z, const float* residual, const float* a,
                   relu, y + r * ys, C);
 }
 
+void bias_act_rows(float* y, const float* residual, const float* bias,
+                   bool relu, int64_t rows, int64_t cols, int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r)
+    forward_plane(y + r * ld, residual ? residual + r * ld : nullptr, 1.f,
+                  bias[r], relu, y + r * ld, cols);
+}
+
 void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
                             const float* mean, bool relu, ChannelView v,
                             double* sum_g, double* sum_gxmu,

@@ -61,6 +61,12 @@ void bn_act_forward(const float* z, const float* residual, const float* a,
                     const float* b, bool relu, float* y, ChannelView v,
                     const RowStrides& s = {});
 
+// Rows of a matrix at stride ld: y[r, 0:cols] = act(y[r, :] + bias[r]
+// (+ residual[r, :])), r < rows; residual (same stride) may be null. Serial:
+// for an epilogue applied by each thread to the tile it has just computed.
+void bias_act_rows(float* y, const float* residual, const float* bias,
+                   bool relu, int64_t rows, int64_t cols, int64_t ld);
+
 // g = relu ? (y > 0 ? dy : 0) : dy;
 // sum_g[c] = sum g, sum_gxmu[c] = sum g * (z - mean[c]).
 void bn_act_backward_reduce(const float* dy, const float* y, const float* z,

@@ -1,5 +1,9 @@
 #include "onednn/conv_onednn.h"
 
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -37,6 +41,17 @@ bool use_plain_activations(const ConvGeometry& g) {
   return g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
          g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 &&
          g.pad_right == 0 && g.groups == 1;
+}
+
+// Whether an unpadded 1x1/stride-1 ungrouped NCHW convolution whose epilogue
+// runs outside oneDNN's GEMM convolution runs as per-thread GEMM pieces with
+// the epilogue on each (see the header). Read when a plan is built.
+bool use_gemm_pieces(const ConvGeometry& g) {
+  const char* env = std::getenv("PADDLE_FASTCONV_GEMM_PIECES");
+  if (env && std::strcmp(env, "0") == 0) return false;
+  return !g.channels_last && g.KH == 1 && g.KW == 1 && g.stride_h == 1 &&
+         g.stride_w == 1 && g.pad_top == 0 && g.pad_bottom == 0 &&
+         g.pad_left == 0 && g.pad_right == 0 && g.groups == 1;
 }
 
 dnnl::primitive_attr scratch_attr() {
@@ -158,6 +173,9 @@ ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
   reorder_src_ = pd_.src_desc() != user_src_;
   reorder_dst_ = pd_.dst_desc() != user_dst_;
   reorder_wei_ = pd_.weights_desc() != user_wei_;
+  // The pieces read plain weights W[O x C] and plain activations.
+  gemm_pieces_ = epilogue_outside_ && !reorder_src_ && !reorder_dst_ &&
+                 !reorder_wei_ && use_gemm_pieces(g);
   if (reorder_src_) src_in_ = make_reorder(user_src_, pd_.src_desc());
   if (reorder_dst_) {
     dst_out_ = make_reorder(pd_.dst_desc(), user_dst_);
@@ -206,6 +224,11 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
   }
   memory user_dst = wrap(user_dst_, y);
   memory dst = reorder_dst_ ? scratch_memory(pd_.dst_desc()) : user_dst;
+  if (gemm_pieces_) {
+    execute_gemm_pieces(x, static_cast<const float*>(weights), bias, residual,
+                        y);
+    return;
+  }
   if (epilogue_outside_) {
     // Plain layout (the GEMM path never reorders): conv, then one pass.
     prim_.execute(s, {{DNNL_ARG_SRC, src},
@@ -240,6 +263,43 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
   prim_.execute(s, args);
   if (reorder_dst_) run_reorder(dst_out_, dst, user_dst, s);
   s.wait();
+}
+
+void ConvForwardPlan::execute_gemm_pieces(const float* x, const float* w,
+                                          const float* bias,
+                                          const float* residual,
+                                          float* y) const {
+  const int64_t C = g_.C, O = g_.O, HW = g_.OH * g_.OW;
+  const int64_t total = g_.N * HW;  // output columns of the whole batch
+  const float* b = o_.with_bias ? bias : zeros_.data();
+  const float* res = o_.residual ? residual : nullptr;
+  std::atomic<int> failed{static_cast<int>(dnnl_success)};
+#pragma omp parallel
+  {
+    // An equal share of columns per thread, walked image by image. sgemm
+    // runs single-threaded inside the parallel region.
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    int64_t c = total * t / nt;
+    const int64_t end = total * (t + 1) / nt;
+    while (c < end) {
+      const int64_t n = c / HW, p = c % HW;
+      const int64_t len = std::min(end - c, HW - p);
+      const int64_t at = n * O * HW + p;
+      const dnnl_status_t st = dnnl_sgemm('N', 'N', O, len, C, 1.f, w, C,
+                                          x + n * C * HW + p, HW, 0.f, y + at,
+                                          HW);
+      if (st != dnnl_success) {
+        failed = static_cast<int>(st);
+        break;
+      }
+      cpu::bias_act_rows(y + at, res ? res + at : nullptr, b, o_.relu, O, len,
+                         HW);
+      c += len;
+    }
+  }
+  if (failed != static_cast<int>(dnnl_success))
+    throw dnnl::error(static_cast<dnnl_status_t>(failed.load()),
+                      "oneDNN's sgemm failed in a 1x1 convolution");
 }
 
 // ---------------------------------------------------------------- backward
