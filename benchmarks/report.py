@@ -54,6 +54,18 @@ def freeze_rows(data):
     return out
 
 
+def epilogue_rows(data):
+    """(layer, layout) -> {"fused": ms, "bare": ms} of test_bench_epilogue
+    (medians timed in turns, from extra_info)."""
+    out = {}
+    for b in data["benchmarks"]:
+        info = b["extra_info"]
+        if "epilogue_layer" in info:
+            out[(info["epilogue_layer"], info["data_format"])] = {
+                "fused": info["fused_ms"], "bare": info["bare_ms"]}
+    return out
+
+
 def _peaks(stock, fused):
     if stock is None or fused is None:
         return "-"
@@ -198,6 +210,14 @@ def main(path):
             print("| %s | %d | %s | %s | %.2fx |" % (
                 model, batch, _ms(c["checked"]), _ms(c["frozen"]),
                 c["checked"] / c["frozen"]))
+    epilogue = epilogue_rows(data)
+    if epilogue:
+        print("\n| layer (eval, frozen) | layout | fused ms | bare oneDNN conv ms "
+              "| fused / bare |")
+        print("|---|---|---|---|---|")
+        for (layer, fmt), c in sorted(epilogue.items()):
+            print("| %s | %s | %s | %s | %.3f |" % (
+                layer, fmt, _ms(c["fused"]), _ms(c["bare"]), c["fused"] / c["bare"]))
     print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8 (the freeze "
           "table: as listed), fp32, medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),
                         machine.get("cpu", {}).get("count", "?"), threads))

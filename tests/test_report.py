@@ -89,6 +89,23 @@ def test_model_table_with_the_onednn_floor(tmp_path):
     assert "| resnet50 | train | 4.00 | 7.00 (1.75x) | - | - | - | - |" in p.stdout
 
 
+def test_epilogue_table_from_the_in_turn_medians(tmp_path):
+    """benchmarks/test_bench_epilogue.py: fused and bare medians come from
+    extra_info (timed in turns), not from the case's own stats."""
+    data = json.loads(open(_bench_json(tmp_path / "a.json", 10.0)).read())
+    data["benchmarks"].append({
+        "fullname": "benchmarks/test_bench_epilogue.py::test_eval_fused_vs_bare_conv[c-NHWC]",
+        "stats": {"median": 0.5},
+        "extra_info": {"epilogue_layer": "conv1x1_64x256_56", "data_format": "NHWC",
+                       "threads": 2, "fused_ms": 5.5, "bare_ms": 5.0}})
+    (tmp_path / "e.json").write_text(json.dumps(data))
+    p = _run(str(tmp_path / "e.json"))
+    assert p.returncode == 0, p.stderr
+    assert "| conv1x1_64x256_56 | NHWC | 5.5 | 5.0 | 1.100 |" in p.stdout
+    # the layer table is unchanged by the extra case
+    assert "| conv3x3_64x64_56 | eval | NCHW | 30.0 | 10.0 | 3.00x |" in p.stdout
+
+
 @pytest.mark.parametrize("content, says", [
     ("", "is not a JSON file"),                       # a run still writing it
     ('{"benchmarks": [', "is not a JSON file"),       # cut short
