@@ -29,16 +29,18 @@ def _probe_positions(n):
     return np.array(sorted(picks))
 
 
+@pytest.mark.parametrize("fmt", ["NHWC", "NCHW"])
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_fused_layer_past_2_31_byte_offsets(mode):
-    # NHWC, one channel in and out, 1x1: the fused layer's whole path
-    # (convolution, statistics, normalize, ReLU) over ELEMENTS values, with an
-    # exact float64 reference at any position.
+def test_fused_layer_past_2_31_byte_offsets(mode, fmt):
+    # One channel in and out, 1x1: the fused layer's whole path (convolution,
+    # statistics, normalize, ReLU) over ELEMENTS values, with an exact float64
+    # reference at any position. NCHW eval runs the GEMM in per-thread pieces
+    # with the epilogue on each, NHWC oneDNN's convolution with post-ops.
     n, w = 1, 7
     h = ELEMENTS // (w * 13) * 13
     total = h * w
     assert total * 4 > 2 ** 31
-    layer = pf.ConvBNReLU(1, 1, 1, data_format="NHWC")
+    layer = pf.ConvBNReLU(1, 1, 1, data_format=fmt)
     layer.conv.weight.set_value(np.full([1, 1, 1, 1], 0.5, "float32"))
     layer.bn.weight.set_value(np.array([2.0], "float32"))
     layer.bn.bias.set_value(np.array([0.25], "float32"))
@@ -47,7 +49,8 @@ def test_fused_layer_past_2_31_byte_offsets(mode):
     # x[i] = (i mod 13) - 6: both signs, exact statistics in closed form,
     # built by tiling (total is a multiple of 13).
     pattern = paddle.to_tensor(np.arange(13, dtype="float32") - 6)
-    x = paddle.tile(pattern, [total // 13]).reshape([n, h, w, 1])
+    shape = [n, h, w, 1] if fmt == "NHWC" else [n, 1, h, w]
+    x = paddle.tile(pattern, [total // 13]).reshape(shape)
     if mode == "eval":
         layer.eval()
         mean, var = 0.1, 4.0
@@ -57,7 +60,7 @@ def test_fused_layer_past_2_31_byte_offsets(mode):
         unbiased = var * total / (total - 1)
     with paddle.no_grad():
         y = layer(x)
-    assert list(y.shape) == [n, h, w, 1]
+    assert list(y.shape) == shape
     pos = _probe_positions(total)
     got = y.reshape([-1])[paddle.to_tensor(pos)].numpy().astype(np.float64)
     xv = (pos % 13 - 6).astype(np.float64)

@@ -301,6 +301,20 @@ void backward_apply_pixel(const float* dp, const float* yp, const float* zp,
   }
 }
 
+// NCHW reductions add each plane in float chunks of kPlaneBlock elements
+// (vectorized), each chunk into the thread's double sums: a float sum over a
+// whole plane loses digits as the plane grows (a 1x1 NCHW training step over
+// one plane of 2^29 elements gave outputs up to 62% off through its batch
+// statistics, tests/test_large_tensors.py).
+constexpr int64_t kPlaneBlock = 4096;
+
+// fn(i0, n) for the chunks [i0, i0 + n) of a plane of I elements.
+template <typename ChunkFn>
+void for_plane_chunks(int64_t I, ChunkFn fn) {
+  for (int64_t i0 = 0; i0 < I; i0 += kPlaneBlock)
+    fn(i0, std::min(kPlaneBlock, I - i0));
+}
+
 // reduce_rows over NCHW planes: plane_fn(row, acc) per plane.
 template <typename PlaneFn>
 void reduce_planes(int64_t rows, int64_t C, int nvals, std::vector<double>& out,
@@ -343,10 +357,13 @@ void channel_stats(const float* z, ChannelView v, float* mean, float* var,
     for (int64_t c = 0; c < C; ++c) shift[c] = z[c * I];
     reduce_planes(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
       const int64_t c = row % C;
-      float r[2];
-      stats_plane(z + plane_at(row, C, I, zs), I, shift[c], r);
-      acc[c] += r[0];
-      acc[C + c] += r[1];
+      const float* p = z + plane_at(row, C, I, zs);
+      for_plane_chunks(I, [&](int64_t i0, int64_t n) {
+        float r[2];
+        stats_plane(p + i0, n, shift[c], r);
+        acc[c] += r[0];
+        acc[C + c] += r[1];
+      });
     });
   } else {
     // NHWC: channels contiguous within a pixel.
@@ -368,9 +385,12 @@ void channel_sum(const float* t, ChannelView v, double* sums,
   std::vector<double> out;
   if (I > 1) {
     reduce_planes(v.outer * C, C, 1, out, [&](int64_t row, double* acc) {
-      float r;
-      sum_plane(t + plane_at(row, C, I, ts), I, &r);
-      acc[row % C] += r;
+      const float* p = t + plane_at(row, C, I, ts);
+      for_plane_chunks(I, [&](int64_t i0, int64_t n) {
+        float r;
+        sum_plane(p + i0, n, &r);
+        acc[row % C] += r;
+      });
     });
   } else {
     reduce_pixels(v.outer, C, 1, out, [&](int64_t r0, int64_t r1, float* f) {
@@ -420,12 +440,15 @@ void bn_act_backward_reduce(const float* dy, const float* y, const float* z,
   if (I > 1) {
     reduce_planes(v.outer * C, C, 2, sums, [&](int64_t row, double* acc) {
       const int64_t c = row % C;
-      float r[2];
-      backward_reduce_plane(dy + plane_at(row, C, I, dys),
-                            y + plane_at(row, C, I, ys),
-                            z + plane_at(row, C, I, zs), I, mean[c], relu, r);
-      acc[c] += r[0];
-      acc[C + c] += r[1];
+      const float* dp = dy + plane_at(row, C, I, dys);
+      const float* yp = y + plane_at(row, C, I, ys);
+      const float* zp = z + plane_at(row, C, I, zs);
+      for_plane_chunks(I, [&](int64_t i0, int64_t n) {
+        float r[2];
+        backward_reduce_plane(dp + i0, yp + i0, zp + i0, n, mean[c], relu, r);
+        acc[c] += r[0];
+        acc[C + c] += r[1];
+      });
     });
   } else {
     reduce_pixels(v.outer, C, 2, sums, [&](int64_t r0, int64_t r1, float* f) {
