@@ -216,6 +216,11 @@ void ConvForwardPlan::prepare_weights(const float* w, void* dst,
 void ConvForwardPlan::execute(const float* x, const void* weights,
                               const float* bias, const float* residual,
                               float* y, dnnl::stream& s) const {
+  if (gemm_pieces_) {  // plain layouts throughout: no reorder, no primitive
+    execute_gemm_pieces(x, static_cast<const float*>(weights), bias, residual,
+                        y);
+    return;
+  }
   memory src = wrap(user_src_, x);
   if (reorder_src_) {
     memory blocked = scratch_memory(pd_.src_desc());
@@ -224,11 +229,6 @@ void ConvForwardPlan::execute(const float* x, const void* weights,
   }
   memory user_dst = wrap(user_dst_, y);
   memory dst = reorder_dst_ ? scratch_memory(pd_.dst_desc()) : user_dst;
-  if (gemm_pieces_) {
-    execute_gemm_pieces(x, static_cast<const float*>(weights), bias, residual,
-                        y);
-    return;
-  }
   if (epilogue_outside_) {
     // Plain layout (the GEMM path never reorders): conv, then one pass.
     prim_.execute(s, {{DNNL_ARG_SRC, src},
