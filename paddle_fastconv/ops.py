@@ -1,4 +1,5 @@
 """Functional entry points of the fused ops."""
+import math
 import weakref
 
 import numpy as np
@@ -213,8 +214,8 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
                              % (op, out_shape, list(residual.shape)))
         if paddle.in_dynamic_mode() and x.place.is_cpu_place() and \
                 all(_known(d) for d in shape):
-            for name, numel in (("x", int(np.prod(shape))), ("the output",
-                                                             int(np.prod(out_shape)))):
+            # (math.prod: numpy's prod took 10-15 us of each call)
+            for name, numel in (("x", math.prod(shape)), ("the output", math.prod(out_shape))):
                 if numel >= CPU_MAX_ELEMENTS:
                     raise ValueError(
                         "%s: argument 'x' gives %s of %d elements; the CPU convolution "
