@@ -42,28 +42,28 @@ def model_rows(data):
     return out
 
 
-def freeze_rows(data):
-    """(model, batch) -> {"checked": ms, "frozen": ms} of test_bench_freeze
-    (medians timed in turns, from extra_info)."""
+def _in_turn_rows(data, marker, second, fields):
+    """(info[marker], info[second]) -> {name: info[field]} for the cases that
+    record medians timed in turns in extra_info (the case's own stats are
+    not those medians)."""
     out = {}
     for b in data["benchmarks"]:
         info = b["extra_info"]
-        if "freeze_model" in info:
-            out[(info["freeze_model"], info["batch"])] = {
-                "checked": info["checked_ms"], "frozen": info["frozen_ms"]}
+        if marker in info:
+            out[(info[marker], info[second])] = {k: info[f] for k, f in fields.items()}
     return out
+
+
+def freeze_rows(data):
+    """(model, batch) -> {"checked": ms, "frozen": ms} of test_bench_freeze."""
+    return _in_turn_rows(data, "freeze_model", "batch",
+                         {"checked": "checked_ms", "frozen": "frozen_ms"})
 
 
 def epilogue_rows(data):
-    """(layer, layout) -> {"fused": ms, "bare": ms} of test_bench_epilogue
-    (medians timed in turns, from extra_info)."""
-    out = {}
-    for b in data["benchmarks"]:
-        info = b["extra_info"]
-        if "epilogue_layer" in info:
-            out[(info["epilogue_layer"], info["data_format"])] = {
-                "fused": info["fused_ms"], "bare": info["bare_ms"]}
-    return out
+    """(layer, layout) -> {"fused": ms, "bare": ms} of test_bench_epilogue."""
+    return _in_turn_rows(data, "epilogue_layer", "data_format",
+                         {"fused": "fused_ms", "bare": "bare_ms"})
 
 
 def _peaks(stock, fused):
@@ -157,6 +157,16 @@ def compare(old_path, new_path, threshold):
     return slower
 
 
+def _turn_table(rows, header, line):
+    """A Markdown table of _in_turn_rows' results, one line(key, row) each;
+    nothing when the run has none."""
+    if rows:
+        print("\n" + header)
+        print("|---" * (header.count("|") - 1) + "|")
+        for key, c in sorted(rows.items()):
+            print(line(key, c))
+
+
 def _ms(v):
     """A median in ms: one decimal, two under 1 ms (the Linear layers)."""
     return "%.2f" % v if v < 1 else "%.1f" % v
@@ -201,23 +211,14 @@ def main(path):
                       "fused ops' scratch arena and pooled outputs in use): %s" % (
                           model, ", ".join(
                           "%s %.0f MiB" % (k, v) for k, v in sorted(c.items()))))
-    frozen = freeze_rows(data)
-    if frozen:
-        print("\n| model (fused, channels_last, eval) | batch | checked ms | frozen ms "
-              "| speedup |")
-        print("|---|---|---|---|---|")
-        for (model, batch), c in sorted(frozen.items()):
-            print("| %s | %d | %s | %s | %.2fx |" % (
-                model, batch, _ms(c["checked"]), _ms(c["frozen"]),
-                c["checked"] / c["frozen"]))
-    epilogue = epilogue_rows(data)
-    if epilogue:
-        print("\n| layer (eval, frozen) | layout | fused ms | bare oneDNN conv ms "
-              "| fused / bare |")
-        print("|---|---|---|---|---|")
-        for (layer, fmt), c in sorted(epilogue.items()):
-            print("| %s | %s | %s | %s | %.3f |" % (
-                layer, fmt, _ms(c["fused"]), _ms(c["bare"]), c["fused"] / c["bare"]))
+    _turn_table(freeze_rows(data),
+                "| model (fused, channels_last, eval) | batch | checked ms | frozen ms | speedup |",
+                lambda k, c: "| %s | %d | %s | %s | %.2fx |" % (
+                    k[0], k[1], _ms(c["checked"]), _ms(c["frozen"]), c["checked"] / c["frozen"]))
+    _turn_table(epilogue_rows(data),
+                "| layer (eval, frozen) | layout | fused ms | bare oneDNN conv ms | fused / bare |",
+                lambda k, c: "| %s | %s | %s | %s | %.3f |" % (
+                    k[0], k[1], _ms(c["fused"]), _ms(c["bare"]), c["fused"] / c["bare"]))
     print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8 (the freeze "
           "table: as listed), fp32, medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),
                         machine.get("cpu", {}).get("count", "?"), threads))
