@@ -469,9 +469,10 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
         sig = _inception_signature(x, weights, biases, bn, training, momentum, epsilon,
                                    stage_relu, relu_after_concat, data_format)
         return _run_inception(x, _cached_args(cache, sig, check), training, op)
+    args = check()  # (before x is touched: bad input gets the checks' message)
     if paddle.in_dynamic_mode():
         x = _autocast(x)[0]
-    return _run_inception(x, check(), training, op)
+    return _run_inception(x, args, training, op)
 
 
 def _tensor_key(t):
@@ -698,9 +699,10 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW", c
         # (float32 on the CPU: nothing to autocast)
         sig = _block_signature(x, stages, training, data_format)
         return _run_block(x, *_cached_args(cache, sig, check), training, op)
+    args = check()  # (before x is touched: bad input gets the checks' message)
     if paddle.in_dynamic_mode():
         x = _autocast(x)[0]
-    return _run_block(x, *check(), training, op)
+    return _run_block(x, *args, training, op)
 
 
 def _check_block(x, convs, downsample, training, data_format, op):
