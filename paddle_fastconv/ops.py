@@ -268,7 +268,7 @@ def conv_bn_act(x, weight, bn_weight, bn_bias, running_mean, running_var,
 
 @paddle.jit.not_to_static
 def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
-                  data_format="NCHW", cache_weights=None):
+                  data_format="NCHW", cache_weights=None, algorithm="auto"):
     """paddle.nn.functional.conv2d without bias, on oneDNN (float32 CPU),
     with backward. Runs the convolutions that have no BatchNorm to fuse (the
     paddle.vision GoogLeNet's), and is the benchmarks' yardstick for the
@@ -278,8 +278,14 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     against a fingerprint of the weight on every call, rebuilt when it
     changed). None (default): in dygraph when no gradient is taken (under
     paddle.no_grad() or for a weight that stops gradients), where the weight
-    is not about to change; never in static graphs."""
+    is not about to change; never in static graphs.
+
+    algorithm: "auto" (default): with cached weights, 3x3 stride-1
+    convolutions that qualify run on this package's Winograd F(4x4, 3x3)
+    kernel (see the README's runtime controls), the rest on oneDNN's direct
+    kernels; "direct": oneDNN's direct kernels always."""
     op = "fastconv_onednn_conv2d"
+    algorithm = _args.choice(algorithm, "algorithm", ("auto", "direct"), op)
     _args.check_tensor(x, "x", op, ndim=4)
     _args.check_tensor(weight, "weight", op, ndim=4)
     data_format = _args.choice(data_format, "data_format", _args.DATA_FORMATS, op)
@@ -299,7 +305,7 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     if cache_weights and x.place.is_cpu_place():
         _track_eval_copies(weight)
     return OPS[op](x, weight, strides, pads, dilations, int(groups), data_format,
-                   _needs_grad(x), cache_weights)
+                   _needs_grad(x), cache_weights, algorithm == "auto")
 
 
 @paddle.jit.not_to_static

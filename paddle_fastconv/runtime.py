@@ -21,6 +21,17 @@ def onednn_version():
     return buf.value.decode()
 
 
+_WINOGRAD_STATES = ("off: this CPU has no AVX-512F", "on",
+                    "off: PADDLE_FASTCONV_WINOGRAD=0", "off: no oneDNN engine in this build")
+
+
+def winograd_status():
+    """Whether eval runs qualifying 3x3 convolutions (stride 1, ungrouped,
+    channels multiples of 16, output planes of 14x14 or more) on this
+    package's Winograd F(4x4, 3x3) kernel: "on", or "off: <why>"."""
+    return _WINOGRAD_STATES[CLIB.fastconv_winograd_state()]
+
+
 def get_cpu_conv_engine():
     return _ENGINES[CLIB.fastconv_get_cpu_conv_engine()]
 

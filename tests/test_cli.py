@@ -25,6 +25,8 @@ def test_info(tmp_path):
     p = _run(["info"], tmp_path)
     assert p.returncode == 0, p.stderr
     assert "cpu_engine" in p.stdout and "library" in p.stdout
+    import paddle_fastconv
+    assert "winograd_f4x3            %s\n" % paddle_fastconv.winograd_status() in p.stdout
 
 
 def test_bench_tiny_layer_run_writes_json(tmp_path):

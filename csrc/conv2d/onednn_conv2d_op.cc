@@ -6,6 +6,9 @@
 // top of the convolution itself. With cache_weights (the Python side sets it
 // where no gradient is taken: eval) the filters' oneDNN copy is cached
 // (onednn/weight_cache.h); else they are reordered per call, into scratch.
+// winograd (with cache_weights): 3x3 convolutions that qualify run on our
+// Winograd kernel (onednn/conv_onednn.cc, use_winograd); without it, always
+// on oneDNN's direct kernels (the benchmarks' yardstick).
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,7 +35,8 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
                                          const std::vector<int>& dilations,
                                          int groups,
                                          const std::string& data_format,
-                                         bool need_dx, bool cache_weights) {
+                                         bool need_dx, bool cache_weights,
+                                         bool winograd) {
   FC_CHECK_ARG(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32 &&
                    w.dtype() == paddle::DataType::FLOAT32,
                kOp, "x", "must be a float32 CPU tensor (as must weight)");
@@ -46,6 +50,7 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
     dnnl::stream s = onednn::make_stream();
     onednn::ConvFwdOptions o;
     o.inference = true;
+    o.allow_winograd = winograd && cache_weights;
     auto plan = onednn::ConvForwardPlan::get(g, o);
     std::shared_ptr<const onednn::PreparedWeights> hold;
     const void* wbuf = onednn::plan_weights(
@@ -64,7 +69,8 @@ std::vector<paddle::Tensor> OnednnConv2dBackward(
     const paddle::Tensor& x, const paddle::Tensor& w, const paddle::Tensor& dy,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
-    const std::string& data_format, bool need_dx, bool cache_weights) {
+    const std::string& data_format, bool need_dx, bool cache_weights,
+    bool winograd) {
   ConvGeometry g = make_conv_geometry(x.shape(), w.shape(), strides, paddings,
                                       dilations, groups, data_format, kOp);
   FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(), kOp,
@@ -94,7 +100,8 @@ std::vector<std::vector<int64_t>> OnednnConv2dShape(
     const std::vector<int64_t>& x, const std::vector<int64_t>& w,
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
-    const std::string& data_format, bool need_dx, bool cache_weights) {
+    const std::string& data_format, bool need_dx, bool cache_weights,
+    bool winograd) {
   return {infer_conv_out_shape(x, w, strides, paddings, dilations,
                                data_format == "NHWC")};
 }
@@ -122,7 +129,7 @@ std::vector<paddle::DataType> OnednnConv2dGradDtype(
 #define FC_CONV2D_ATTRS                                                    \
   {"strides: std::vector<int>", "paddings: std::vector<int>",              \
    "dilations: std::vector<int>", "groups: int", "activation_layout: std::string", \
-   "need_dx: bool", "cache_weights: bool"}
+   "need_dx: bool", "cache_weights: bool", "winograd: bool"}
 
 PD_BUILD_OP(fastconv_onednn_conv2d)
     .Inputs({"X", "Filter"})

@@ -29,6 +29,12 @@
 // instead of 1.20x; 480->192 at 14x14 1.06x instead of 1.16x; no shape
 // measured slower. PADDLE_FASTCONV_GEMM_PIECES=0 turns it off (for
 // benchmarking).
+//
+// Eval plans of callers that cache their prepared weights may run 3x3
+// stride-1 convolutions on our Winograd F(4x4, 3x3) kernel instead of
+// oneDNN's direct one (winograd/winograd_f4x3.h; which shapes: use_winograd
+// in the .cc): about 2x faster on ResNet-50's 3x3 shapes of 14x14 and up.
+// Its prepared weights are the transformed filters.
 #pragma once
 
 #include <memory>
@@ -56,6 +62,11 @@ struct ConvFwdOptions {
   bool residual = false;   // add a residual tensor (plain layout) before act
   bool relu = false;       // ReLU after bias/residual
   bool inference = false;  // forward_inference instead of forward_training
+  // Inference plans only: run 3x3 convolutions that qualify on our Winograd
+  // F(4x4, 3x3) kernel instead of oneDNN's direct one (see use_winograd in
+  // the .cc). For callers whose prepared weights are cached: transforming
+  // the filters costs more than reordering them.
+  bool allow_winograd = false;
 };
 
 class ConvForwardPlan {
@@ -67,9 +78,9 @@ class ConvForwardPlan {
 
   // The weights layout the primitive wants; weights given to execute() must
   // be in it (see prepare_weights).
-  dnnl::memory::desc weights_desc() const { return pd_.weights_desc(); }
+  dnnl::memory::desc weights_desc() const { return wei_desc_; }
   // Copies plain [O, C/g, KH, KW] weights into `dst` (weights_desc().get_size()
-  // bytes) in the primitive's layout.
+  // bytes) in the primitive's layout (the Winograd plan: transformed).
   void prepare_weights(const float* w, void* dst, dnnl::stream& s) const;
 
   // y = post_ops(conv(x, weights) + bias) on plain tensors. `weights` points
@@ -87,7 +98,14 @@ class ConvForwardPlan {
   dnnl::memory::desc user_src_, user_dst_, user_wei_, bias_md_;
   dnnl::convolution_forward::primitive_desc pd_;
   dnnl::convolution_forward prim_;
-  bool reorder_src_, reorder_dst_, reorder_wei_;
+  dnnl::memory::desc wei_desc_;
+  bool reorder_src_ = false, reorder_dst_ = false, reorder_wei_ = false;
+  // Winograd F(4x4, 3x3) instead of the primitive: NHWC runs in place, NCHW
+  // through nChw16c copies (src_in_, res_in_, dst_out_).
+  bool winograd_ = false;
+  void build_winograd();
+  void execute_winograd(const float* x, const float* u, const float* bias,
+                        const float* residual, float* y, dnnl::stream& s) const;
   // oneDNN's GEMM-based convolution applies post-ops in a slow extra pass;
   // for it bias/residual/ReLU run in our own epilogue instead.
   bool epilogue_outside_ = false;

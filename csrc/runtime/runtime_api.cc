@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -22,6 +23,7 @@
 #ifdef FASTCONV_CUDA_ON_HOST
 #include "common/cuda_emulation.h"
 #endif
+#include "winograd/winograd_f4x3.h"
 
 extern "C" {
 
@@ -123,6 +125,19 @@ void fastconv_onednn_version(char* buf, size_t n) {
 #ifdef FASTCONV_WITH_ONEDNN
   const dnnl_version_t* v = dnnl_version();
   std::snprintf(buf, n, "%d.%d.%d", v->major, v->minor, v->patch);
+#endif
+}
+
+// Whether eval plans can run 3x3 convolutions on the Winograd F(4x4, 3x3)
+// kernel: 1 yes, 0 not on this CPU (no AVX-512F), 2 turned off by
+// PADDLE_FASTCONV_WINOGRAD=0, 3 not built (no oneDNN engine to plan it).
+int fastconv_winograd_state() {
+#ifdef FASTCONV_WITH_ONEDNN
+  if (!fastconv::winograd::cpu_supported()) return 0;
+  const char* env = std::getenv("PADDLE_FASTCONV_WINOGRAD");
+  return env && std::strcmp(env, "0") == 0 ? 2 : 1;
+#else
+  return 3;
 #endif
 }
 
