@@ -50,7 +50,7 @@ def _in_turn_rows(data, marker, second, fields):
     for b in data["benchmarks"]:
         info = b["extra_info"]
         if marker in info:
-            out[(info[marker], info[second])] = {k: info[f] for k, f in fields.items()}
+            out[(info[marker], info[second])] = {k: info.get(f) for k, f in fields.items()}
     return out
 
 
@@ -61,9 +61,10 @@ def freeze_rows(data):
 
 
 def epilogue_rows(data):
-    """(layer, layout) -> {"fused": ms, "bare": ms} of test_bench_epilogue."""
+    """(layer, layout) -> {"fused": ms, "bare": ms, "direct": ms or None} of
+    test_bench_epilogue (runs before direct_ms was recorded have None)."""
     return _in_turn_rows(data, "epilogue_layer", "data_format",
-                         {"fused": "fused_ms", "bare": "bare_ms"})
+                         {"fused": "fused_ms", "bare": "bare_ms", "direct": "direct_ms"})
 
 
 def _peaks(stock, fused):
@@ -216,9 +217,12 @@ def main(path):
                 lambda k, c: "| %s | %d | %s | %s | %.2fx |" % (
                     k[0], k[1], _ms(c["checked"]), _ms(c["frozen"]), c["checked"] / c["frozen"]))
     _turn_table(epilogue_rows(data),
-                "| layer (eval, frozen) | layout | fused ms | bare oneDNN conv ms | fused / bare |",
-                lambda k, c: "| %s | %s | %s | %s | %.3f |" % (
-                    k[0], k[1], _ms(c["fused"]), _ms(c["bare"]), c["fused"] / c["bare"]))
+                "| layer (eval, frozen) | layout | fused ms | bare conv ms | fused / bare "
+                "| bare oneDNN direct ms | fused / direct |",
+                lambda k, c: "| %s | %s | %s | %s | %.3f | %s | %s |" % (
+                    k[0], k[1], _ms(c["fused"]), _ms(c["bare"]), c["fused"] / c["bare"],
+                    _ms(c["direct"]) if c["direct"] else "-",
+                    "%.3f" % (c["fused"] / c["direct"]) if c["direct"] else "-"))
     print("\n%s, %s logical CPUs, %s threads for stock and fused, batch 8 (the freeze "
           "table: as listed), fp32, medians." % (machine.get("cpu", {}).get("brand_raw", machine.get("processor", "?")),
                         machine.get("cpu", {}).get("count", "?"), threads))

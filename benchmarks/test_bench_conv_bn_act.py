@@ -46,7 +46,7 @@ def test_eval(benchmark, bench_info, layer, impl, fmt):
         "stock": lambda: paddle.nn.functional.relu(bn(conv(x))),
         "fused": lambda: fused(x),
         "onednn_conv": lambda: onednn_conv2d(x, conv.weight, stride=s, padding=p,
-                                             data_format=fmt),
+                                             data_format=fmt, algorithm="direct"),
     }
     bench_info.update(layer=layer, mode="eval", impl=impl, data_format=fmt, batch=BATCH)
     with paddle.no_grad():

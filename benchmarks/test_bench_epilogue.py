@@ -1,15 +1,18 @@
 """What the fused eval epilogue costs: the fused Conv+BN+ReLU layer in eval
 (BN folded into the convolution, bias and ReLU on its output) against the
-bare oneDNN convolution alone (onednn_conv2d, no bias, BN or ReLU) on the
-same weights, for the layers of test_bench_conv_bn_act.py, NCHW and NHWC.
+bare convolution alone (onednn_conv2d, no bias, BN or ReLU) on the same
+weights, for the layers of test_bench_conv_bn_act.py, NCHW and NHWC. The
+bare convolution runs twice: with the fused layer's own algorithm ("bare":
+the Winograd kernel for the 3x3 layers where it applies, so the ratio is
+the epilogue's cost alone) and on oneDNN's direct kernels ("direct").
 
-Both run frozen, as deployed (pf.freeze: no per-call weight fingerprint;
-the bare convolution reads the frozen layer's own weight), and are timed in
+All run frozen, as deployed (pf.freeze: no per-call weight fingerprint;
+the bare convolutions read the frozen layer's own weight), and are timed in
 turns (each round: an untimed then two timed calls of each, the order
-alternating per round), so a drifting machine slows both alike; the medians
-land in the JSON's extra_info (fused_ms, bare_ms), which
+reversed every other round), so a drifting machine slows all alike; the
+medians land in the JSON's extra_info (fused_ms, bare_ms, direct_ms), which
 benchmarks/report.py tabulates. The fused output is checked against the
-stock layers, and the bare convolution against paddle's conv2d, first.
+stock layers, and the bare convolutions against paddle's conv2d, first.
 
     pytest benchmarks/test_bench_epilogue.py --benchmark-json=epilogue.json
 """
@@ -46,18 +49,23 @@ def test_eval_fused_vs_bare_conv(benchmark, bench_info, layer, fmt):
     w = fused.conv.weight
     impls = {
         "fused": lambda: fused(x),
+        # the same algorithm as the fused layer (Winograd where it applies)
         "bare": lambda: onednn_conv2d(x, w, stride=s, padding=p, data_format=fmt),
+        "direct": lambda: onednn_conv2d(x, w, stride=s, padding=p, data_format=fmt,
+                                        algorithm="direct"),
     }
     times = {name: [] for name in impls}
     pf.freeze(fused)
     try:
         with paddle.no_grad():
             _close(fused(x).numpy(), paddle.nn.functional.relu(bn(conv(x))).numpy())
-            _close(impls["bare"]().numpy(),
-                   paddle.nn.functional.conv2d(x, w, stride=s, padding=p,
-                                               data_format=fmt).numpy())
+            plain = paddle.nn.functional.conv2d(x, w, stride=s, padding=p,
+                                                data_format=fmt).numpy()
+            _close(impls["bare"]().numpy(), plain)
+            _close(impls["direct"]().numpy(), plain)
+            order = list(impls)
             for r in range(ROUNDS):
-                for name in ("fused", "bare") if r % 2 == 0 else ("bare", "fused"):
+                for name in order if r % 2 == 0 else order[::-1]:
                     f = impls[name]
                     f()  # untimed
                     for _ in range(2):
@@ -69,5 +77,7 @@ def test_eval_fused_vs_bare_conv(benchmark, bench_info, layer, fmt):
         pf.unfreeze(fused)
     fused_ms = statistics.median(times["fused"]) * 1e3
     bare_ms = statistics.median(times["bare"]) * 1e3
+    direct_ms = statistics.median(times["direct"]) * 1e3
     bench_info.update(epilogue_layer=layer, data_format=fmt, batch=BATCH, threads=THREADS,
-                      fused_ms=fused_ms, bare_ms=bare_ms, fused_over_bare=fused_ms / bare_ms)
+                      fused_ms=fused_ms, bare_ms=bare_ms, fused_over_bare=fused_ms / bare_ms,
+                      direct_ms=direct_ms, fused_over_direct=fused_ms / direct_ms)

@@ -138,7 +138,8 @@ def bench_layer(name, batch=8, data_format="NCHW", mode="eval", repeat=5):
             if runtime.onednn_available() and x.place.is_cpu_place():
                 w = conv.weight
                 fns["onednn_conv_ms"] = lambda: onednn_conv2d(
-                    x, w, stride=s, padding=p, data_format=data_format)
+                    x, w, stride=s, padding=p, data_format=data_format,
+                    algorithm="direct")
             row.update(_interleaved_median_ms(fns, repeat))
         flop_factor = 1.0
     hw_out = (hw + 2 * p - k) // s + 1

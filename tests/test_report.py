@@ -98,10 +98,17 @@ def test_epilogue_table_from_the_in_turn_medians(tmp_path):
         "stats": {"median": 0.5},
         "extra_info": {"epilogue_layer": "conv1x1_64x256_56", "data_format": "NHWC",
                        "threads": 2, "fused_ms": 5.5, "bare_ms": 5.0}})
+    data["benchmarks"].append({
+        "fullname": "benchmarks/test_bench_epilogue.py::test_eval_fused_vs_bare_conv[c3-NHWC]",
+        "stats": {"median": 0.5},
+        "extra_info": {"epilogue_layer": "conv3x3_64x64_56", "data_format": "NHWC",
+                       "threads": 2, "fused_ms": 4.2, "bare_ms": 4.0, "direct_ms": 8.4}})
     (tmp_path / "e.json").write_text(json.dumps(data))
     p = _run(str(tmp_path / "e.json"))
     assert p.returncode == 0, p.stderr
-    assert "| conv1x1_64x256_56 | NHWC | 5.5 | 5.0 | 1.100 |" in p.stdout
+    # a run from before direct_ms was recorded, and one with it
+    assert "| conv1x1_64x256_56 | NHWC | 5.5 | 5.0 | 1.100 | - | - |" in p.stdout
+    assert "| conv3x3_64x64_56 | NHWC | 4.2 | 4.0 | 1.050 | 8.4 | 0.500 |" in p.stdout
     # the layer table is unchanged by the extra case
     assert "| conv3x3_64x64_56 | eval | NCHW | 30.0 | 10.0 | 3.00x |" in p.stdout
 
