@@ -201,8 +201,9 @@ def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdou
                   "eval runs the fused models frozen (paddle_fastconv.freeze), as "
                   "deployed; paddle.inference runs the exported stock model with oneDNN; the "
                   "oneDNN conv floor is the model's convolutions alone on oneDNN's "
-                  "kernels (no engine on them can be faster; in brackets the speedup "
-                  "over stock it would be)\n"
+                  "direct kernels (no engine on them can be faster; in brackets the "
+                  "speedup over stock it would be; fused eval can go below it, its "
+                  "3x3 convolutions running on the Winograd kernel)\n"
                   % (batch, image_size, image_size, threads, model_repeat))
     device = paddle.get_device()
     if json_path:

@@ -9,9 +9,12 @@ training mode its forward, its weight gradient and, unless its input is the
 model's input (images need no gradient), its data gradient.
 
 Timing it gives the least time any engine built on these kernels can take for
-the model (the fused ops included), and so the most a fused model can gain
-over stock Paddle on the machine: stock time / floor time. The benchmarks and
-`paddle-fastconv bench` report it next to the fused speed.
+the model, and so the most such an engine can gain over stock Paddle on the
+machine: stock time / floor time. The fused eval models can go below it:
+their qualifying 3x3 convolutions run on this package's Winograd kernel
+(fewer multiplications), which oneDNN's direct kernels, and so the floor, do
+not use. The benchmarks and `paddle-fastconv bench` report it next to the
+fused speed.
 
 The passes share three buffers sized for the largest one (a model's worth of
 separate tensors would take gigabytes); data that stays in cache between

@@ -63,10 +63,11 @@ bool use_gemm_pieces(const ConvGeometry& g) {
 // transformed filters (4x the plain ones) are re-read per block of few
 // tiles: measured on the project's machine (AMD EPYC, 2 threads, batch 8,
 // the kernel alone) 512->512 at 7x7 6.3-15 ms against ~4.6 ms for oneDNN's
-// direct kernel; at 14x14 and up it is 1.9-2.6x faster than oneDNN (64->64
-// at 56x56 3.4 against 8.6 ms, 128->128 at 28x28 3.1 against 8.2, 256->256
-// at 14x14 4.3 against 7.9). PADDLE_FASTCONV_WINOGRAD=0 turns it off; read
-// when a plan is built.
+// direct kernel. At 14x14 and up the fused eval layers take 0.44-0.75x the
+// time of oneDNN's bare direct convolution (benchmarks/
+// test_bench_epilogue.py at cb8a611: 64->64 at 56x56, 128->128 at 28x28,
+// 256->256 at 14x14, NCHW and NHWC). PADDLE_FASTCONV_WINOGRAD=0 turns it
+// off; read when a plan is built.
 bool use_winograd(const ConvGeometry& g) {
   const char* env = std::getenv("PADDLE_FASTCONV_WINOGRAD");
   if (env && std::strcmp(env, "0") == 0) return false;
