@@ -4,14 +4,18 @@ with AVX-512F) against the stock layers: ConvBNReLU, the ResNet blocks, the
 Inception block and onednn_conv2d, NCHW and NHWC, odd sizes, asymmetric
 padding, bias, residual, with and without ReLU; plus that the kernel is
 really what runs those shapes (PADDLE_FASTCONV_WINOGRAD=0 gives oneDNN's
-direct result, different in the last bits) and only those."""
+direct result, different in the last bits) and only those; and random
+qualifying shapes (hypothesis, derandomized)."""
 import numpy as np
 import paddle
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import paddle_fastconv as pf
 from paddle_fastconv import ops
 from helpers import input_shape, leaf, make_pair, stock_forward
+from test_properties import _check_conv_case
 from tolerances import assert_close
 
 ON = pf.winograd_status() == "on"
@@ -202,3 +206,33 @@ def test_onednn_conv2d_rejects_an_unknown_algorithm():
                                          "must be one of 'auto', 'direct', got 'fast'"):
         ops.onednn_conv2d(x, w, 1, 1, algorithm="fast")
 
+
+
+@st.composite
+def _winograd_cases(draw):
+    """Eval cases the kernel takes: 3x3, stride 1, channels multiples of 16,
+    output planes of 14x14 and up, any padding form."""
+    form = draw(st.sampled_from(["int", "sides", "SAME", "VALID"]))
+    if form == "int":
+        padding = draw(st.integers(0, 2))
+        pads = [padding] * 4
+    elif form == "sides":
+        padding = pads = [draw(st.integers(0, 2)) for _ in range(4)]  # t, b, l, r
+    else:
+        padding, pads = form, ([1] * 4 if form == "SAME" else [0] * 4)
+    # input size for an output of 14-21 (SAME keeps the size)
+    hw = [draw(st.integers(14, 21)) + 2 - pads[2 * a] - pads[2 * a + 1] for a in (0, 1)]
+    return dict(fmt=draw(st.sampled_from(["NCHW", "NHWC"])), groups=1,
+                cin=16 * draw(st.integers(1, 3)), cout=16 * draw(st.integers(1, 5)),
+                k=(3, 3), stride=(1, 1), dilation=(1, 1), padding=padding,
+                batch=draw(st.integers(1, 3)), hw=hw, training=False,
+                act=draw(st.sampled_from(["relu", "none"])), bias=draw(st.booleans()),
+                residual=draw(st.booleans()), engine="onednn",
+                seed=draw(st.integers(0, 2 ** 16)))
+
+
+@given(_winograd_cases())
+def test_random_qualifying_shapes_match_stock(c):
+    """Hypothesis over the shapes the kernel takes (the same checks as
+    tests/test_properties.py: outputs, every gradient, running statistics)."""
+    _check_conv_case(c)
