@@ -69,12 +69,9 @@ bool use_gemm_pieces(const ConvGeometry& g) {
 // 256->256 at 14x14, NCHW and NHWC). PADDLE_FASTCONV_WINOGRAD=0 turns it
 // off; read when a plan is built.
 bool use_winograd(const ConvGeometry& g) {
-  const char* env = std::getenv("PADDLE_FASTCONV_WINOGRAD");
-  if (env && std::strcmp(env, "0") == 0) return false;
-  return g.KH == 3 && g.KW == 3 && g.stride_h == 1 && g.stride_w == 1 &&
-         g.dil_h == 1 && g.dil_w == 1 && g.groups == 1 && g.OH >= 14 &&
-         g.OW >= 14 && winograd::channels_supported(g.C, g.O) &&
-         winograd::cpu_supported();
+  return winograd_state() == 1 && g.KH == 3 && g.KW == 3 && g.stride_h == 1 &&
+         g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 && g.groups == 1 &&
+         g.OH >= 14 && g.OW >= 14 && winograd::channels_supported(g.C, g.O);
 }
 
 dnnl::primitive_attr scratch_attr() {
@@ -219,12 +216,12 @@ void ConvForwardPlan::build_winograd() {
       dt::f32, tag::a);
   if (g_.channels_last) return;  // the kernel reads and writes NHWC in place
   // NCHW: the kernel wants 16 channels of a pixel together; nChw16c copies.
-  const memory::desc src_b({g_.N, g_.C, g_.H, g_.W}, dt::f32, tag::nChw16c);
-  const memory::desc dst_b({g_.N, g_.O, g_.OH, g_.OW}, dt::f32, tag::nChw16c);
+  wino_src_b_ = memory::desc({g_.N, g_.C, g_.H, g_.W}, dt::f32, tag::nChw16c);
+  wino_dst_b_ = memory::desc({g_.N, g_.O, g_.OH, g_.OW}, dt::f32, tag::nChw16c);
   reorder_src_ = reorder_dst_ = true;
-  src_in_ = make_reorder(user_src_, src_b);
-  dst_out_ = make_reorder(dst_b, user_dst_);
-  if (o_.residual) res_in_ = make_reorder(user_dst_, dst_b);
+  src_in_ = make_reorder(user_src_, wino_src_b_);
+  dst_out_ = make_reorder(wino_dst_b_, user_dst_);
+  if (o_.residual) res_in_ = make_reorder(user_dst_, wino_dst_b_);
 }
 
 std::shared_ptr<const ConvForwardPlan> ConvForwardPlan::get(
@@ -336,13 +333,11 @@ void ConvForwardPlan::execute_winograd(const float* x, const float* u,
   }
   p.src = winograd::VecLayout::nchw16c(g_.C, g_.H, g_.W);
   p.dst = winograd::VecLayout::nchw16c(g_.O, g_.OH, g_.OW);
-  const memory::desc src_b({g_.N, g_.C, g_.H, g_.W}, dt::f32, tag::nChw16c);
-  const memory::desc dst_b({g_.N, g_.O, g_.OH, g_.OW}, dt::f32, tag::nChw16c);
-  memory xb = scratch_memory(src_b), yb = scratch_memory(dst_b);
+  memory xb = scratch_memory(wino_src_b_), yb = scratch_memory(wino_dst_b_);
   run_reorder(src_in_, wrap(user_src_, x), xb, s);
   const float* res_b = nullptr;
   if (res) {
-    memory rb = scratch_memory(dst_b);
+    memory rb = scratch_memory(wino_dst_b_);
     run_reorder(res_in_, wrap(user_dst_, res), rb, s);
     res_b = static_cast<const float*>(rb.get_data_handle());
   }
@@ -501,6 +496,12 @@ void ConvBackwardPlan::execute(const float* x, const float* w, const float* dy,
     if (dw && r_dw_) run_reorder(dw_out_, dw_mem, wrap(user_wei_, dw), s);
   }
   s.wait();
+}
+
+int winograd_state() {
+  if (!winograd::cpu_supported()) return 0;
+  const char* env = std::getenv("PADDLE_FASTCONV_WINOGRAD");
+  return env && std::strcmp(env, "0") == 0 ? 2 : 1;
 }
 
 void set_plan_cache_capacity(size_t n) {

@@ -103,6 +103,7 @@ class ConvForwardPlan {
   // Winograd F(4x4, 3x3) instead of the primitive: NHWC runs in place, NCHW
   // through nChw16c copies (src_in_, res_in_, dst_out_).
   bool winograd_ = false;
+  dnnl::memory::desc wino_src_b_, wino_dst_b_;  // the NCHW path's nChw16c copies
   void build_winograd();
   void execute_winograd(const float* x, const float* u, const float* bias,
                         const float* residual, float* y, dnnl::stream& s) const;
@@ -143,6 +144,11 @@ class ConvBackwardPlan {
   bool r_dy_data_, r_dy_wei_, r_w_, r_x_, r_dx_, r_dw_;
   dnnl::reorder dy_data_in_, dy_wei_in_, w_in_, x_in_, dx_out_, dw_out_;
 };
+
+// Whether inference plans that allow it may run the Winograd kernel:
+// 1 yes, 0 not on this CPU (no AVX-512F), 2 turned off by
+// PADDLE_FASTCONV_WINOGRAD=0 (read on every call; plans read it when built).
+int winograd_state();
 
 // Cache control (exposed to Python): capacity of each plan cache, clearing.
 void set_plan_cache_capacity(size_t n);

@@ -4,7 +4,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 
@@ -23,7 +22,6 @@
 #ifdef FASTCONV_CUDA_ON_HOST
 #include "common/cuda_emulation.h"
 #endif
-#include "winograd/winograd_f4x3.h"
 
 extern "C" {
 
@@ -133,9 +131,7 @@ void fastconv_onednn_version(char* buf, size_t n) {
 // PADDLE_FASTCONV_WINOGRAD=0, 3 not built (no oneDNN engine to plan it).
 int fastconv_winograd_state() {
 #ifdef FASTCONV_WITH_ONEDNN
-  if (!fastconv::winograd::cpu_supported()) return 0;
-  const char* env = std::getenv("PADDLE_FASTCONV_WINOGRAD");
-  return env && std::strcmp(env, "0") == 0 ? 2 : 1;
+  return fastconv::onednn::winograd_state();
 #else
   return 3;
 #endif
