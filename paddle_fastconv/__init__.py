@@ -12,7 +12,8 @@ from .runtime import (cache_info, clear_caches, get_cpu_conv_engine,  # noqa: F4
                       get_num_threads, host_pool_available, onednn_available,
                       onednn_version,
                       set_cache_capacity, set_cpu_conv_engine, set_num_threads,
-                      set_weight_checks, get_weight_checks, winograd_status)
+                      set_weight_checks, get_weight_checks, winograd_status,
+                      conv1x1_status)
 from . import runtime as _runtime
 
 _runtime._warn_if_no_onednn()

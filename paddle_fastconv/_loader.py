@@ -76,6 +76,7 @@ CLIB.fastconv_set_cache_capacity.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
 CLIB.fastconv_set_host_pool_capacity.argtypes = [ctypes.c_size_t]
 CLIB.fastconv_host_pool_available.restype = ctypes.c_int
 CLIB.fastconv_winograd_state.restype = ctypes.c_int
+CLIB.fastconv_conv1x1_state.restype = ctypes.c_int
 CLIB.fastconv_host_pool_peak.argtypes = [ctypes.c_int]
 CLIB.fastconv_host_pool_peak.restype = ctypes.c_size_t
 CLIB.fastconv_cache_sizes.argtypes = [ctypes.POINTER(ctypes.c_size_t)]

@@ -32,6 +32,19 @@ def winograd_status():
     return _WINOGRAD_STATES[CLIB.fastconv_winograd_state()]
 
 
+_CONV1X1_STATES = ("off: this CPU has no AVX-512F", "on",
+                   "off: PADDLE_FASTCONV_CONV1X1=0", "off: no oneDNN engine in this build")
+
+
+def conv1x1_status():
+    """Whether expanding 1x1 NCHW convolutions (stride 1, no padding or
+    groups, at most 128 input channels and at least twice as many outputs)
+    that carry a bias, residual or ReLU, as in eval of the fused layers, run
+    on this package's kernel that applies them before the output is stored:
+    "on", or "off: <why>"."""
+    return _CONV1X1_STATES[CLIB.fastconv_conv1x1_state()]
+
+
 def get_cpu_conv_engine():
     return _ENGINES[CLIB.fastconv_get_cpu_conv_engine()]
 

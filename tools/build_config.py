@@ -143,6 +143,7 @@ def configure():
                      glob.glob(os.path.join(CSRC, "linear", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "runtime", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "winograd", "*.cc")) +
+                     glob.glob(os.path.join(CSRC, "conv1x1", "*.cc")) +
                      glob.glob(os.path.join(CSRC, "onednn", "*.cc")))
     cu_sources = sorted(glob.glob(os.path.join(CSRC, "*", "*.cu")))
     if not c.cuda:

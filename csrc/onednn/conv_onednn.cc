@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "conv1x1/conv1x1_nchw.h"
 #include "conv_bn_act/bn_act_cpu.h"
 #include "onednn/layout_reorder.h"
 #include "winograd/winograd_f4x3.h"
@@ -53,6 +54,14 @@ bool use_gemm_pieces(const ConvGeometry& g) {
   return !g.channels_last && g.KH == 1 && g.KW == 1 && g.stride_h == 1 &&
          g.stride_w == 1 && g.pad_top == 0 && g.pad_bottom == 0 &&
          g.pad_left == 0 && g.pad_right == 0 && g.groups == 1;
+}
+
+// Whether the GEMM pieces of a C -> O convolution run on our 1x1 kernel with
+// the epilogue on its register tiles instead (conv1x1/conv1x1_nchw.h: where
+// it measured faster). PADDLE_FASTCONV_CONV1X1=0 turns it off; read when a
+// plan is built.
+bool use_conv1x1_kernel(const ConvGeometry& g) {
+  return conv1x1_state() == 1 && conv1x1::preferred(g.C, g.O);
 }
 
 // Whether an inference plan that allows it runs the convolution on our
@@ -201,6 +210,7 @@ ConvForwardPlan::ConvForwardPlan(const ConvGeometry& g, const ConvFwdOptions& o)
   // The pieces read plain weights W[O x C] and plain activations.
   gemm_pieces_ = epilogue_outside_ && !reorder_src_ && !reorder_dst_ &&
                  !reorder_wei_ && use_gemm_pieces(g);
+  conv1x1_kernel_ = gemm_pieces_ && use_conv1x1_kernel(g);
   if (reorder_src_) src_in_ = make_reorder(user_src_, pd_.src_desc());
   if (reorder_dst_) {
     dst_out_ = make_reorder(pd_.dst_desc(), user_dst_);
@@ -353,9 +363,14 @@ void ConvForwardPlan::execute_gemm_pieces(const float* x, const float* w,
                                           const float* residual,
                                           float* y) const {
   const int64_t C = g_.C, O = g_.O, HW = g_.OH * g_.OW;
-  const int64_t total = g_.N * HW;  // output columns of the whole batch
   const float* b = o_.with_bias ? bias : zeros_.data();
   const float* res = o_.residual ? residual : nullptr;
+  if (conv1x1_kernel_) {
+    conv1x1::forward_nchw({g_.N, C, O, HW}, x, w, o_.with_bias ? bias : nullptr,
+                          res, o_.relu, y);
+    return;
+  }
+  const int64_t total = g_.N * HW;  // output columns of the whole batch
   std::atomic<int> failed{static_cast<int>(dnnl_success)};
 #pragma omp parallel
   {
@@ -501,6 +516,12 @@ void ConvBackwardPlan::execute(const float* x, const float* w, const float* dy,
 int winograd_state() {
   if (!winograd::cpu_supported()) return 0;
   const char* env = std::getenv("PADDLE_FASTCONV_WINOGRAD");
+  return env && std::strcmp(env, "0") == 0 ? 2 : 1;
+}
+
+int conv1x1_state() {
+  if (!conv1x1::cpu_supported()) return 0;
+  const char* env = std::getenv("PADDLE_FASTCONV_CONV1X1");
   return env && std::strcmp(env, "0") == 0 ? 2 : 1;
 }
 

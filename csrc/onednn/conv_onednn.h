@@ -29,6 +29,10 @@
 // instead of 1.20x; 480->192 at 14x14 1.06x instead of 1.16x; no shape
 // measured slower. PADDLE_FASTCONV_GEMM_PIECES=0 turns it off (for
 // benchmarking).
+// Expanding ones (at most 128 input channels, at least twice as many
+// outputs), where that after-pass weighs most, run on our own kernel instead,
+// which applies the epilogue to its register tiles before storing them
+// (conv1x1/conv1x1_nchw.h; PADDLE_FASTCONV_CONV1X1=0 turns it off).
 //
 // Eval plans of callers that cache their prepared weights may run 3x3
 // stride-1 convolutions on our Winograd F(4x4, 3x3) kernel instead of
@@ -115,6 +119,9 @@ class ConvForwardPlan {
   bool gemm_pieces_ = false;
   void execute_gemm_pieces(const float* x, const float* w, const float* bias,
                            const float* residual, float* y) const;
+  // ... or, for expanding convolutions, on our 1x1 kernel with the epilogue
+  // on its register tiles (conv1x1/conv1x1_nchw.h).
+  bool conv1x1_kernel_ = false;
   // The residual rides on a binary-add post-op (else: seeded dst + sum).
   bool residual_binary_ = false;
   std::vector<float> ones_, zeros_;  // the epilogue's unit scale / no bias
@@ -149,6 +156,13 @@ class ConvBackwardPlan {
 // 1 yes, 0 not on this CPU (no AVX-512F), 2 turned off by
 // PADDLE_FASTCONV_WINOGRAD=0 (read on every call; plans read it when built).
 int winograd_state();
+
+// The same for the 1x1 NCHW kernel with the epilogue on its register tiles
+// (conv1x1/conv1x1_nchw.h), which plans of unpadded stride-1 1x1 NCHW
+// convolutions with a bias, residual or ReLU run where it is preferred
+// (expanding ones): 1 yes, 0 not on this CPU, 2 turned off by
+// PADDLE_FASTCONV_CONV1X1=0 (read on every call; plans read it when built).
+int conv1x1_state();
 
 // Cache control (exposed to Python): capacity of each plan cache, clearing.
 void set_plan_cache_capacity(size_t n);

@@ -137,6 +137,15 @@ int fastconv_winograd_state() {
 #endif
 }
 
+// The same for the 1x1 NCHW kernel (PADDLE_FASTCONV_CONV1X1=0 turns it off).
+int fastconv_conv1x1_state() {
+#ifdef FASTCONV_WITH_ONEDNN
+  return fastconv::onednn::conv1x1_state();
+#else
+  return 3;
+#endif
+}
+
 // 0 = oneDNN, 1 = Paddle's conv API.
 int fastconv_get_cpu_conv_engine() {
   return static_cast<int>(fastconv::cpu_conv_engine());

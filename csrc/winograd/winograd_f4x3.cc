@@ -1,12 +1,6 @@
 // Winograd F(4x4, 3x3) forward convolution, AVX-512. See winograd_f4x3.h.
-//
-// The AVX-512 code is compiled for that target function by function (the
-// FC_AVX512 attribute), not for the whole file, so the library still loads
-// and runs its other paths on CPUs without AVX-512; forward() is reached
-// only where cpu_supported() says the CPU has it. No standard-library
-// template is instantiated inside those functions: an inline function
-// compiled for AVX-512 here could otherwise be the copy the linker keeps
-// for every other file.
+// The AVX-512 code is compiled function by function (common/x86_avx512.h);
+// forward() is reached only where cpu_supported() says the CPU has it.
 #include "winograd/winograd_f4x3.h"
 
 #include <omp.h>
@@ -17,28 +11,12 @@
 #include <stdexcept>
 #include <string>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define FC_WINOGRAD_X86 1
-#include <immintrin.h>
-#define FC_AVX512 __attribute__((target("avx512f,fma")))
-#define FC_AVX512_INLINE \
-  __attribute__((target("avx512f,fma"), always_inline)) inline
-#else
-#define FC_WINOGRAD_X86 0
-#endif
+#include "common/x86_avx512.h"
 
 namespace fastconv {
 namespace winograd {
 
-bool cpu_supported() {
-#if FC_WINOGRAD_X86
-  static const bool ok = __builtin_cpu_supports("avx512f") &&
-                         __builtin_cpu_supports("fma");
-  return ok;
-#else
-  return false;
-#endif
-}
+bool cpu_supported() { return avx512_supported(); }
 
 bool channels_supported(int64_t C, int64_t O) {
   return C > 0 && O > 0 && C % 16 == 0 && O % 16 == 0;
@@ -72,7 +50,7 @@ void transform_weights(const float* w, int64_t O, int64_t C, float* u) {
   }
 }
 
-#if FC_WINOGRAD_X86
+#if FC_X86_AVX512
 namespace {
 
 FC_AVX512_INLINE __m512 k(float v) { return _mm512_set1_ps(v); }
@@ -338,7 +316,7 @@ void run_blocked(const Work& w, int64_t tiles, bool* out_of_memory) {
 }
 
 }  // namespace
-#endif  // FC_WINOGRAD_X86
+#endif  // FC_X86_AVX512
 
 void forward(const F4x3Problem& p, const float* x, const float* u,
              const float* bias, const float* residual, bool relu, float* y) {
@@ -349,7 +327,7 @@ void forward(const F4x3Problem& p, const float* x, const float* u,
     throw std::runtime_error(
         "winograd::forward: channel counts must be multiples of 16, got C=" +
         std::to_string(p.C) + ", O=" + std::to_string(p.O));
-#if FC_WINOGRAD_X86
+#if FC_X86_AVX512
   const Work w{&p, (p.OH + 3) / 4, (p.OW + 3) / 4, x, u, bias, residual, relu, y};
   const int64_t tiles = p.N * w.tiles_h * w.tiles_w;
   bool out_of_memory = false;
