@@ -50,7 +50,7 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
     dnnl::stream s = onednn::make_stream();
     onednn::ConvFwdOptions o;
     o.inference = true;
-    o.allow_winograd = winograd && cache_weights;
+    o.allow_own_kernels = winograd && cache_weights;
     auto plan = onednn::ConvForwardPlan::get(g, o);
     std::shared_ptr<const onednn::PreparedWeights> hold;
     const void* wbuf = onednn::plan_weights(

@@ -67,7 +67,7 @@ std::shared_ptr<const FoldedWeights> get_folded_weights(
   o.residual = residual;
   o.relu = relu;
   o.inference = true;
-  o.allow_winograd = true;  // the prepared weights are cached here
+  o.allow_own_kernels = true;  // the prepared weights are cached here
   f->plan = onednn::ConvForwardPlan::get(g, o);
 
   const int64_t O = g.O, per = w.numel() / O;

@@ -128,7 +128,7 @@ struct Ctx {
     onednn::ConvFwdOptions o;
     o.with_bias = b != nullptr;
     o.inference = !a.training;
-    o.allow_winograd = !a.training;  // eval: the prepared weights are cached
+    o.allow_own_kernels = !a.training;  // eval: the prepared weights are cached
     auto plan = onednn::ConvForwardPlan::get(cg, o);
     std::shared_ptr<const onednn::PreparedWeights> hold;
     plan->execute(in,

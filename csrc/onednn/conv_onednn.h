@@ -38,7 +38,9 @@
 // stride-1 convolutions on our Winograd F(4x4, 3x3) kernel instead of
 // oneDNN's direct one (winograd/winograd_f4x3.h; which shapes: use_winograd
 // in the .cc): 1.3-2.3x faster on ResNet-50's 3x3 shapes of 14x14 and up.
-// Its prepared weights are the transformed filters.
+// Its prepared weights are the transformed filters. Likewise expanding NHWC
+// 1x1 convolutions on our 1x1 kernel (conv1x1/conv1x1_nhwc.h, weights
+// transposed), 0.8x the time of oneDNN's at 64->256.
 #pragma once
 
 #include <memory>
@@ -66,11 +68,12 @@ struct ConvFwdOptions {
   bool residual = false;   // add a residual tensor (plain layout) before act
   bool relu = false;       // ReLU after bias/residual
   bool inference = false;  // forward_inference instead of forward_training
-  // Inference plans only: run 3x3 convolutions that qualify on our Winograd
-  // F(4x4, 3x3) kernel instead of oneDNN's direct one (see use_winograd in
-  // the .cc). For callers whose prepared weights are cached: transforming
-  // the filters costs more than reordering them.
-  bool allow_winograd = false;
+  // Inference plans only: run the convolutions that qualify on our own
+  // kernels instead of oneDNN's: 3x3 ones on the Winograd F(4x4, 3x3) kernel
+  // (use_winograd in the .cc), NHWC 1x1 ones on the 1x1 kernel
+  // (use_conv1x1_nhwc). For callers whose prepared weights are cached:
+  // transforming the filters costs more than reordering them.
+  bool allow_own_kernels = false;
 };
 
 class ConvForwardPlan {
@@ -111,6 +114,9 @@ class ConvForwardPlan {
   void build_winograd();
   void execute_winograd(const float* x, const float* u, const float* bias,
                         const float* residual, float* y, dnnl::stream& s) const;
+  // An NHWC 1x1 convolution on our kernel (conv1x1/conv1x1_nhwc.h); its
+  // prepared weights are the transposed filters [C][O].
+  bool conv1x1_nhwc_ = false;
   // oneDNN's GEMM-based convolution applies post-ops in a slow extra pass;
   // for it bias/residual/ReLU run in our own epilogue instead.
   bool epilogue_outside_ = false;
@@ -157,11 +163,12 @@ class ConvBackwardPlan {
 // PADDLE_FASTCONV_WINOGRAD=0 (read on every call; plans read it when built).
 int winograd_state();
 
-// The same for the 1x1 NCHW kernel with the epilogue on its register tiles
-// (conv1x1/conv1x1_nchw.h), which plans of unpadded stride-1 1x1 NCHW
-// convolutions with a bias, residual or ReLU run where it is preferred
-// (expanding ones): 1 yes, 0 not on this CPU, 2 turned off by
-// PADDLE_FASTCONV_CONV1X1=0 (read on every call; plans read it when built).
+// The same for the 1x1 kernels with the epilogue on their register tiles
+// (conv1x1/): plans of unpadded stride-1 ungrouped 1x1 convolutions run
+// them where they are preferred (expanding ones): NCHW ones with a bias,
+// residual or ReLU, NHWC inference plans that allow our kernels. 1 yes, 0
+// not on this CPU, 2 turned off by PADDLE_FASTCONV_CONV1X1=0 (read on every
+// call; plans read it when built).
 int conv1x1_state();
 
 // Cache control (exposed to Python): capacity of each plan cache, clearing.
