@@ -3,8 +3,10 @@
 bare convolution alone (onednn_conv2d, no bias, BN or ReLU) on the same
 weights, for the layers of test_bench_conv_bn_act.py, NCHW and NHWC. The
 bare convolution runs twice: with the fused layer's own algorithm ("bare":
-the Winograd kernel for the 3x3 layers where it applies, so the ratio is
-the epilogue's cost alone) and on oneDNN's direct kernels ("direct").
+the Winograd kernel for the 3x3 layers and the 1x1 kernel for the NHWC
+64->256 layer, so the ratio is the epilogue's cost alone; the NCHW 1x1
+layers' bare convolution is oneDNN's, as the fused layer's would be
+without an epilogue) and on oneDNN's direct kernels ("direct").
 
 All run frozen, as deployed (pf.freeze: no per-call weight fingerprint;
 the bare convolutions read the frozen layer's own weight), and are timed in
@@ -49,7 +51,7 @@ def test_eval_fused_vs_bare_conv(benchmark, bench_info, layer, fmt):
     w = fused.conv.weight
     impls = {
         "fused": lambda: fused(x),
-        # the same algorithm as the fused layer (Winograd where it applies)
+        # the same algorithm as the fused layer (our kernels where they apply)
         "bare": lambda: onednn_conv2d(x, w, stride=s, padding=p, data_format=fmt),
         "direct": lambda: onednn_conv2d(x, w, stride=s, padding=p, data_format=fmt,
                                         algorithm="direct"),

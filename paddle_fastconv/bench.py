@@ -203,7 +203,8 @@ def run(layers, batch, modes, data_format, repeat, json_path=None, out=sys.stdou
                   "oneDNN conv floor is the model's convolutions alone on oneDNN's "
                   "direct kernels (no engine on them can be faster; in brackets the "
                   "speedup over stock it would be; fused eval can go below it, its "
-                  "3x3 convolutions running on the Winograd kernel)\n"
+                  "3x3 and expanding 1x1 convolutions running on this package's "
+                  "own kernels)\n"
                   % (batch, image_size, image_size, threads, model_repeat))
     device = paddle.get_device()
     if json_path:

@@ -280,8 +280,9 @@ def onednn_conv2d(x, weight, stride=1, padding=0, dilation=1, groups=1,
     paddle.no_grad() or for a weight that stops gradients), where the weight
     is not about to change; never in static graphs.
 
-    algorithm: "auto" (default): with cached weights, 3x3 stride-1
-    convolutions that qualify run on this package's Winograd F(4x4, 3x3)
+    algorithm: "auto" (default): with cached weights, the convolutions that
+    qualify run on this package's own kernels, 3x3 stride-1 ones on the
+    Winograd F(4x4, 3x3) kernel and expanding NHWC 1x1 ones on the 1x1
     kernel (see the README's runtime controls), the rest on oneDNN's direct
     kernels; "direct": oneDNN's direct kernels always."""
     op = "fastconv_onednn_conv2d"

@@ -6,9 +6,10 @@
 // top of the convolution itself. With cache_weights (the Python side sets it
 // where no gradient is taken: eval) the filters' oneDNN copy is cached
 // (onednn/weight_cache.h); else they are reordered per call, into scratch.
-// winograd (with cache_weights): 3x3 convolutions that qualify run on our
-// Winograd kernel (onednn/conv_onednn.cc, use_winograd); without it, always
-// on oneDNN's direct kernels (the benchmarks' yardstick).
+// own_kernels (with cache_weights): the convolutions that qualify run on our
+// own kernels (onednn/conv_onednn.cc: use_winograd for 3x3 ones,
+// use_conv1x1_nhwc for NHWC 1x1 ones); without it, always on oneDNN's
+// direct kernels (the benchmarks' yardstick).
 #include <memory>
 #include <string>
 #include <vector>
@@ -36,7 +37,7 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
                                          int groups,
                                          const std::string& data_format,
                                          bool need_dx, bool cache_weights,
-                                         bool winograd) {
+                                         bool own_kernels) {
   FC_CHECK_ARG(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32 &&
                    w.dtype() == paddle::DataType::FLOAT32,
                kOp, "x", "must be a float32 CPU tensor (as must weight)");
@@ -50,7 +51,7 @@ std::vector<paddle::Tensor> OnednnConv2d(const paddle::Tensor& x,
     dnnl::stream s = onednn::make_stream();
     onednn::ConvFwdOptions o;
     o.inference = true;
-    o.allow_own_kernels = winograd && cache_weights;
+    o.allow_own_kernels = own_kernels && cache_weights;
     auto plan = onednn::ConvForwardPlan::get(g, o);
     std::shared_ptr<const onednn::PreparedWeights> hold;
     const void* wbuf = onednn::plan_weights(
@@ -70,7 +71,7 @@ std::vector<paddle::Tensor> OnednnConv2dBackward(
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
     const std::string& data_format, bool need_dx, bool cache_weights,
-    bool winograd) {
+    bool own_kernels) {
   ConvGeometry g = make_conv_geometry(x.shape(), w.shape(), strides, paddings,
                                       dilations, groups, data_format, kOp);
   FC_CHECK_ARG(dy.shape() == g.out_shape() && dy.dtype() == x.dtype(), kOp,
@@ -101,7 +102,7 @@ std::vector<std::vector<int64_t>> OnednnConv2dShape(
     const std::vector<int>& strides, const std::vector<int>& paddings,
     const std::vector<int>& dilations, int groups,
     const std::string& data_format, bool need_dx, bool cache_weights,
-    bool winograd) {
+    bool own_kernels) {
   return {infer_conv_out_shape(x, w, strides, paddings, dilations,
                                data_format == "NHWC")};
 }
@@ -129,7 +130,7 @@ std::vector<paddle::DataType> OnednnConv2dGradDtype(
 #define FC_CONV2D_ATTRS                                                    \
   {"strides: std::vector<int>", "paddings: std::vector<int>",              \
    "dilations: std::vector<int>", "groups: int", "activation_layout: std::string", \
-   "need_dx: bool", "cache_weights: bool", "winograd: bool"}
+   "need_dx: bool", "cache_weights: bool", "own_kernels: bool"}
 
 PD_BUILD_OP(fastconv_onednn_conv2d)
     .Inputs({"X", "Filter"})
