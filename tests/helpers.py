@@ -60,6 +60,59 @@ LEGACY_STATIC_REASON = ("Paddle 2.x's legacy static graph fails while appending 
                         "op's backward (vector range check); Paddle 3 (PIR) works")
 
 
+def eval_pair(cin, cout, k, padding, bias, n, hw, fmt, act, with_res, seed=1):
+    """A fused layer and its stock twin in eval, run on the same input (and
+    residual): the two outputs, after taking the gradients of both (eval
+    keeps taking gradients through the folded op: frozen-BN fine-tuning),
+    and the inputs and residuals whose .grad they filled."""
+    fused, conv, bn = make_pair(cin, cout, k, 1, padding, 1, 1, bias, act, fmt, seed=seed)
+    for m in (fused, conv, bn):
+        m.eval()
+    rng = np.random.default_rng(seed + 100)
+    x_np = rng.normal(0.3, 1.0, input_shape(n, cin, hw, fmt)).astype("float32")
+    xs = leaf(x_np), leaf(x_np)
+    with paddle.no_grad():
+        out_shape = conv(leaf(x_np, True)).shape
+    rs = (None, None)
+    if with_res:
+        r_np = rng.normal(0, 1, out_shape).astype("float32")
+        rs = leaf(r_np), leaf(r_np)
+    y1 = fused(xs[0], rs[0])
+    y2 = stock_forward(conv, bn, act, xs[1], rs[1])
+    dy = paddle.to_tensor(rng.normal(0, 1, out_shape).astype("float32"))
+    (y1 * dy).sum().backward()
+    (y2 * dy).sum().backward()
+    return (y1, y2), xs, rs
+
+
+def assert_eval_pair_close(pair, with_res):
+    """eval_pair's outputs, dx and dresidual agree within the fp32 table."""
+    from tolerances import assert_close
+    ys, xs, rs = pair
+    assert_close(ys[0], ys[1], "out", what="y")
+    assert_close(xs[0].grad, xs[1].grad, "grad", what="dx")
+    if with_res:
+        assert_close(rs[0].grad, rs[1].grad, "grad", what="dresidual")
+
+
+def assert_weight_change_seen(cin, cout, k, padding, bias, n, hw, fmt):
+    """An eval layer whose filter changes gives the new result on the next
+    call: its cached eval weights (folded, transformed or transposed) are
+    rebuilt."""
+    from tolerances import assert_close
+    fused, conv, bn = make_pair(cin, cout, k, 1, padding, 1, 1, bias, "relu", fmt, seed=2)
+    for m in (fused, conv, bn):
+        m.eval()
+    x = paddle.to_tensor(np.random.default_rng(6).normal(
+        size=input_shape(n, cin, hw, fmt)).astype("float32"))
+    with paddle.no_grad():
+        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="before")
+        changed = conv.weight.numpy() * -0.5 + 0.01
+        conv.weight.set_value(changed)
+        fused.conv.weight.set_value(changed)
+        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="after")
+
+
 def predict(path, x):
     """Runs a model saved by paddle.jit.save at `path` with paddle.inference
     (CPU) on x; returns every output as numpy, in the predictor's order. The

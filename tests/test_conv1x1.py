@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 import paddle_fastconv as pf
 from paddle_fastconv import ops
-from helpers import input_shape, leaf, make_pair, stock_forward
+from helpers import (assert_eval_pair_close, assert_weight_change_seen, eval_pair,
+                     input_shape, make_pair, stock_forward)
 from test_properties import _check_conv_case
 from tolerances import assert_close
 
@@ -52,36 +53,15 @@ def _ids(case):
 
 
 def _eval_pair(case, act, with_res, fmt, seed=1):
-    """Fused and stock eval outputs and the gradients of both."""
     cin, cout, b, n, hw = case
-    fused, conv, bn = make_pair(cin, cout, 1, 1, 0, 1, 1, b, act, fmt, seed=seed)
-    for m in (fused, conv, bn):
-        m.eval()
-    rng = np.random.default_rng(seed + 100)
-    x_np = rng.normal(0.3, 1.0, input_shape(n, cin, hw, fmt)).astype("float32")
-    xs = leaf(x_np), leaf(x_np)
-    out_shape = input_shape(n, cout, hw, fmt)
-    rs = (None, None)
-    if with_res:
-        r_np = rng.normal(0, 1, out_shape).astype("float32")
-        rs = leaf(r_np), leaf(r_np)
-    y1 = fused(xs[0], rs[0])
-    y2 = stock_forward(conv, bn, act, xs[1], rs[1])
-    dy = paddle.to_tensor(rng.normal(0, 1, out_shape).astype("float32"))
-    (y1 * dy).sum().backward()
-    (y2 * dy).sum().backward()
-    return (y1, y2), xs, rs
+    return eval_pair(cin, cout, 1, 0, b, n, hw, fmt, act, with_res, seed)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_conv_bn_act_eval_matches_stock(case, act, with_res, fmt):
-    ys, xs, rs = _eval_pair(case, act, with_res, fmt)
-    assert_close(ys[0], ys[1], "out", what="y")
-    assert_close(xs[0].grad, xs[1].grad, "grad", what="dx")
-    if with_res:
-        assert_close(rs[0].grad, rs[1].grad, "grad", what="dresidual")
+    assert_eval_pair_close(_eval_pair(case, act, with_res, fmt), with_res)
 
 
 @pytest.mark.parametrize("fmt,hw", [("NCHW", (56, 56)), ("NCHW", (53, 53)), ("NHWC", (53, 53))],
@@ -169,17 +149,7 @@ def test_bare_onednn_conv2d_matches_paddle(fmt, cache_weights):
 def test_eval_after_a_weight_change_uses_the_new_weights(fmt):
     """The transposed NHWC filters are part of the folded-weight cache: a
     changed filter is seen on the next eval call."""
-    fused, conv, bn = make_pair(16, 64, 1, 1, 0, 1, 1, False, "relu", fmt, seed=2)
-    for m in (fused, conv, bn):
-        m.eval()
-    x = paddle.to_tensor(np.random.default_rng(6).normal(
-        size=input_shape(2, 16, (7, 9), fmt)).astype("float32"))
-    with paddle.no_grad():
-        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="before")
-        changed = conv.weight.numpy() * -0.5 + 0.01
-        conv.weight.set_value(changed)
-        fused.conv.weight.set_value(changed)
-        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="after")
+    assert_weight_change_seen(16, 64, 1, 0, False, 2, (7, 9), fmt)
 
 
 @st.composite

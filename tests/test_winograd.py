@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 import paddle_fastconv as pf
 from paddle_fastconv import ops
-from helpers import input_shape, leaf, make_pair, stock_forward
+from helpers import (assert_eval_pair_close, assert_weight_change_seen, eval_pair,
+                     input_shape, make_pair, stock_forward)
 from test_properties import _check_conv_case
 from tolerances import assert_close
 
@@ -43,38 +44,15 @@ def _ids(case):
 
 
 def _eval_pair(case, fmt, act, with_res, seed=1):
-    """Fused and stock eval outputs, and the gradients of both (eval keeps
-    taking gradients through the folded op: frozen-BN fine-tuning)."""
     cin, cout, p, b, n, hw = case
-    fused, conv, bn = make_pair(cin, cout, 3, 1, p, 1, 1, b, act, fmt, seed=seed)
-    for m in (fused, conv, bn):
-        m.eval()
-    rng = np.random.default_rng(seed + 100)
-    x_np = rng.normal(0.3, 1.0, input_shape(n, cin, hw, fmt)).astype("float32")
-    xs = leaf(x_np), leaf(x_np)
-    with paddle.no_grad():
-        out_shape = conv(leaf(x_np, True)).shape
-    rs = (None, None)
-    if with_res:
-        r_np = rng.normal(0, 1, out_shape).astype("float32")
-        rs = leaf(r_np), leaf(r_np)
-    y1 = fused(xs[0], rs[0])
-    y2 = stock_forward(conv, bn, act, xs[1], rs[1])
-    dy = paddle.to_tensor(rng.normal(0, 1, out_shape).astype("float32"))
-    (y1 * dy).sum().backward()
-    (y2 * dy).sum().backward()
-    return (y1, y2), xs, rs
+    return eval_pair(cin, cout, 3, p, b, n, hw, fmt, act, with_res, seed)
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])
 @pytest.mark.parametrize("act,with_res", VARIANTS, ids=["relu", "relu+res", "none", "none+res"])
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_conv_bn_act_eval_matches_stock(case, act, with_res, fmt):
-    ys, xs, rs = _eval_pair(case, fmt, act, with_res)
-    assert_close(ys[0], ys[1], "out", what="y")
-    assert_close(xs[0].grad, xs[1].grad, "grad", what="dx")
-    if with_res:
-        assert_close(rs[0].grad, rs[1].grad, "grad", what="dresidual")
+    assert_eval_pair_close(_eval_pair(case, fmt, act, with_res), with_res)
 
 
 def _fused_eval_output(case, fmt, act="relu", with_res=True):
@@ -141,19 +119,8 @@ def test_other_shapes_stay_on_onednn(o, monkeypatch):
 def test_eval_after_a_weight_change_uses_the_new_weights(fmt):
     """The transformed filters are part of the folded-weight cache: a changed
     filter is seen on the next eval call."""
-    case = CASES[0]
-    cin, cout, p, b, n, hw = case
-    fused, conv, bn = make_pair(cin, cout, 3, 1, p, 1, 1, b, "relu", fmt, seed=2)
-    for m in (fused, conv, bn):
-        m.eval()
-    x = paddle.to_tensor(np.random.default_rng(6).normal(
-        size=input_shape(n, cin, hw, fmt)).astype("float32"))
-    with paddle.no_grad():
-        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="before")
-        changed = conv.weight.numpy() * -0.5 + 0.01
-        conv.weight.set_value(changed)
-        fused.conv.weight.set_value(changed)
-        assert_close(fused(x), stock_forward(conv, bn, "relu", x), "out", what="after")
+    cin, cout, p, b, n, hw = CASES[0]
+    assert_weight_change_seen(cin, cout, 3, p, b, n, hw, fmt)
 
 
 @pytest.mark.parametrize("fmt", ["NCHW", "NHWC"])

@@ -16,8 +16,8 @@ bool cpu_supported() { return avx512_supported(); }
 
 // Measured on the project's machine (AMD EPYC, 2 threads, the kernel
 // against oneDNN's sgemm in per-thread pieces with the after-pass, timed in
-// turns in a C++ harness, batch 8): 64->256 at 56x56 4.2-4.4 ms against
-// 4.2-4.7 (the bare sgemm 3.9-4.3), 128->512 at 28x28 4.0-4.1 against
+// turns in a C++ harness, batch 8): 64->256 at 56x56 4.3-4.6 ms against
+// 4.7-5.2 (the bare sgemm 4.1-4.5), 128->512 at 28x28 4.0-4.1 against
 // 4.1-4.5; not faster where the output is no larger than the input: 64->64
 // at 56x56 1.19-1.27 ms against 1.15-1.23, and slower with many input
 // channels, whose 64-pixel panels no longer fit the 32 KiB L1 (256->64 at
@@ -34,8 +34,9 @@ constexpr int kVecs = 4;             // 16-pixel vectors per register tile
 constexpr int kPanel = 16 * kVecs;   // pixels per packed panel
 // Outputs at least this large are written with streaming stores: more than
 // half the 32 MiB L3 of the machine the kernel was tuned on, they would not
-// stay in cache for the next layer (64->256 at 56x56, batch 8, 25.7 MB:
-// 4.3-4.4 ms streaming against 4.5-4.6 ms with plain stores).
+// stay in cache for the next layer, and plain stores read each line before
+// writing it (64->256 at 56x56, batch 8, 25.7 MB, an earlier version of
+// this kernel: 4.3-4.4 ms streaming against 5.8-6.5 with plain stores).
 constexpr size_t kStreamBytes = size_t{16} << 20;
 
 FC_AVX512_INLINE __mmask16 lanes(int64_t n) {
