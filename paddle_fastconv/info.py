@@ -29,7 +29,7 @@ def info_dict():
                        if runtime.onednn_available() else "Paddle conv API (no oneDNN in this Paddle)"),
         "cpu_conv_engine_active": runtime.get_cpu_conv_engine(),
         "winograd_f4x3": runtime.winograd_status(),
-        "conv1x1_nchw": runtime.conv1x1_status(),
+        "conv1x1_kernels": runtime.conv1x1_status(),
         "cuda_engine": ("on the host: a test build whose CUDA engine runs CPU tensors "
                         "with emulated kernels" if b.get("cuda_on_host") else
                         "sm_%s + PTX compute_%s" % (",sm_".join(map(str, b["cuda_archs"])),

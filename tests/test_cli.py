@@ -27,7 +27,7 @@ def test_info(tmp_path):
     assert "cpu_engine" in p.stdout and "library" in p.stdout
     import paddle_fastconv
     assert "winograd_f4x3            %s\n" % paddle_fastconv.winograd_status() in p.stdout
-    assert "conv1x1_nchw             %s\n" % paddle_fastconv.conv1x1_status() in p.stdout
+    assert "conv1x1_kernels          %s\n" % paddle_fastconv.conv1x1_status() in p.stdout
 
 
 def test_bench_tiny_layer_run_writes_json(tmp_path):
