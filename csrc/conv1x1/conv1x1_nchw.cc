@@ -7,6 +7,7 @@
 #include <new>
 #include <stdexcept>
 
+#include "common/avx512_gemm_tile.h"
 #include "common/x86_avx512.h"
 
 namespace fastconv {
@@ -90,14 +91,7 @@ FC_AVX512_INLINE void tile(const float* w, int64_t C, const float* panel,
       for (int j = 0; j < NV; ++j)
         _mm_prefetch(reinterpret_cast<const char*>(o.res + i * o.ld + 16 * j),
                      _MM_HINT_T0);
-  for (int64_t c = 0; c < C; ++c) {
-    __m512 xv[NV];
-    for (int j = 0; j < NV; ++j) xv[j] = _mm512_load_ps(panel + c * kPanel + 16 * j);
-    for (int i = 0; i < R; ++i) {
-      const __m512 wv = _mm512_set1_ps(w[i * C + c]);
-      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(wv, xv[j], acc[i][j]);
-    }
-  }
+  gemm_accumulate<R, NV>(acc, w, C, panel, kPanel, C);
   // Each branch covers whole unrolled loops, so the accumulators stay in
   // registers. No masked loads where none are needed: on the machine the
   // kernel was tuned on, a masked load, even with every lane off, from the

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/avx512_gemm_tile.h"
 #include "common/x86_avx512.h"
 #include "conv1x1/conv1x1_nchw.h"
 
@@ -63,14 +64,7 @@ FC_AVX512_INLINE void tile(const Tile& t) {
       for (int j = 0; j < NV; ++j)
         _mm_prefetch(reinterpret_cast<const char*>(t.res + i * t.O + 16 * j),
                      _MM_HINT_T0);
-  for (int64_t c = 0; c < t.C; ++c) {
-    __m512 wv[NV];
-    for (int j = 0; j < NV; ++j) wv[j] = _mm512_loadu_ps(t.wt + c * t.O + 16 * j);
-    for (int i = 0; i < R; ++i) {
-      const __m512 xv = _mm512_set1_ps(t.x[i * t.C + c]);
-      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
-    }
-  }
+  gemm_accumulate<R, NV>(acc, t.x, t.C, t.wt, t.O, t.C);
   // Each branch covers whole unrolled loops, so the accumulators stay in
   // registers (see conv1x1_nchw.cc).
   if (t.res)

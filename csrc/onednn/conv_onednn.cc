@@ -35,15 +35,19 @@ LruCache<const ConvBackwardPlan>& bwd_cache() {
   return c;
 }
 
+// An unpadded, stride-1, ungrouped 1x1 convolution: a GEMM per image.
+bool is_pointwise(const ConvGeometry& g) {
+  return g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
+         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 &&
+         g.pad_right == 0 && g.groups == 1;
+}
+
 // Whether activations are handed to oneDNN in their plain layout (see header).
 bool use_plain_activations(const ConvGeometry& g) {
   static const char* env = std::getenv("PADDLE_FASTCONV_CONV_LAYOUT");
   if (env && std::strcmp(env, "plain") == 0) return true;
   if (env && std::strcmp(env, "blocked") == 0) return false;
-  if (g.channels_last) return true;
-  return g.KH == 1 && g.KW == 1 && g.stride_h == 1 && g.stride_w == 1 &&
-         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 &&
-         g.pad_right == 0 && g.groups == 1;
+  return g.channels_last || is_pointwise(g);
 }
 
 // Whether an unpadded 1x1/stride-1 ungrouped NCHW convolution whose epilogue
@@ -52,9 +56,7 @@ bool use_plain_activations(const ConvGeometry& g) {
 bool use_gemm_pieces(const ConvGeometry& g) {
   const char* env = std::getenv("PADDLE_FASTCONV_GEMM_PIECES");
   if (env && std::strcmp(env, "0") == 0) return false;
-  return !g.channels_last && g.KH == 1 && g.KW == 1 && g.stride_h == 1 &&
-         g.stride_w == 1 && g.pad_top == 0 && g.pad_bottom == 0 &&
-         g.pad_left == 0 && g.pad_right == 0 && g.groups == 1;
+  return !g.channels_last && is_pointwise(g);
 }
 
 // Whether the GEMM pieces of a C -> O convolution run on our 1x1 kernel with
@@ -69,10 +71,8 @@ bool use_conv1x1_kernel(const ConvGeometry& g) {
 // (unpadded, stride 1, ungrouped) on our 1x1 kernel (conv1x1/conv1x1_nhwc.h:
 // where it measured faster than oneDNN's). Read when a plan is built.
 bool use_conv1x1_nhwc(const ConvGeometry& g) {
-  return conv1x1_state() == 1 && g.channels_last && g.KH == 1 && g.KW == 1 &&
-         g.stride_h == 1 && g.stride_w == 1 && g.dil_h == 1 && g.dil_w == 1 &&
-         g.pad_top == 0 && g.pad_bottom == 0 && g.pad_left == 0 &&
-         g.pad_right == 0 && g.groups == 1 && conv1x1::nhwc_preferred(g.C, g.O);
+  return conv1x1_state() == 1 && g.channels_last && is_pointwise(g) &&
+         conv1x1::nhwc_preferred(g.C, g.O);
 }
 
 // Whether an inference plan that allows it runs the convolution on our
@@ -392,13 +392,13 @@ void ConvForwardPlan::execute_gemm_pieces(const float* x, const float* w,
                                           const float* residual,
                                           float* y) const {
   const int64_t C = g_.C, O = g_.O, HW = g_.OH * g_.OW;
-  const float* b = o_.with_bias ? bias : zeros_.data();
   const float* res = o_.residual ? residual : nullptr;
   if (conv1x1_kernel_) {
     conv1x1::forward_nchw({g_.N, C, O, HW}, x, w, o_.with_bias ? bias : nullptr,
                           res, o_.relu, y);
     return;
   }
+  const float* b = o_.with_bias ? bias : zeros_.data();
   const int64_t total = g_.N * HW;  // output columns of the whole batch
   std::atomic<int> failed{static_cast<int>(dnnl_success)};
 #pragma omp parallel
@@ -542,16 +542,21 @@ void ConvBackwardPlan::execute(const float* x, const float* w, const float* dy,
   s.wait();
 }
 
-int winograd_state() {
-  if (!winograd::cpu_supported()) return 0;
-  const char* env = std::getenv("PADDLE_FASTCONV_WINOGRAD");
+namespace {
+// 1 on, 0 not on this CPU, 2 turned off by `env`=0.
+int kernel_state(bool cpu_supported, const char* env_name) {
+  if (!cpu_supported) return 0;
+  const char* env = std::getenv(env_name);
   return env && std::strcmp(env, "0") == 0 ? 2 : 1;
+}
+}  // namespace
+
+int winograd_state() {
+  return kernel_state(winograd::cpu_supported(), "PADDLE_FASTCONV_WINOGRAD");
 }
 
 int conv1x1_state() {
-  if (!conv1x1::cpu_supported()) return 0;
-  const char* env = std::getenv("PADDLE_FASTCONV_CONV1X1");
-  return env && std::strcmp(env, "0") == 0 ? 2 : 1;
+  return kernel_state(conv1x1::cpu_supported(), "PADDLE_FASTCONV_CONV1X1");
 }
 
 void set_plan_cache_capacity(size_t n) {

@@ -137,7 +137,8 @@ int fastconv_winograd_state() {
 #endif
 }
 
-// The same for the 1x1 NCHW kernel (PADDLE_FASTCONV_CONV1X1=0 turns it off).
+// The same for the 1x1 kernels, NCHW and NHWC (PADDLE_FASTCONV_CONV1X1=0
+// turns them off).
 int fastconv_conv1x1_state() {
 #ifdef FASTCONV_WITH_ONEDNN
   return fastconv::onednn::conv1x1_state();

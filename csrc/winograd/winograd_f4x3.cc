@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/avx512_gemm_tile.h"
 #include "common/x86_avx512.h"
 
 namespace fastconv {
@@ -137,14 +138,7 @@ FC_AVX512_INLINE void gemm_tile(const float* a, int64_t lda, const float* b,
   __m512 acc[R][NV];
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t kk = 0; kk < K; ++kk) {
-    __m512 bv[NV];
-    for (int j = 0; j < NV; ++j) bv[j] = _mm512_loadu_ps(b + kk * ldb + 16 * j);
-    for (int i = 0; i < R; ++i) {
-      const __m512 av = _mm512_set1_ps(a[i * lda + kk]);
-      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(av, bv[j], acc[i][j]);
-    }
-  }
+  gemm_accumulate<R, NV>(acc, a, lda, b, ldb, K);
   for (int i = 0; i < R; ++i)
     for (int j = 0; j < NV; ++j) _mm512_storeu_ps(c + i * ldc + 16 * j, acc[i][j]);
 }
