@@ -13,8 +13,8 @@ the model, and so the most such an engine can gain over stock Paddle on the
 machine: stock time / floor time. The fused eval models can go below it:
 their qualifying 3x3 convolutions run on this package's Winograd kernel
 (fewer multiplications) and their expanding 1x1 ones on its 1x1 kernels,
-which oneDNN's direct kernels, and so the floor, do not use. The benchmarks and `paddle-fastconv bench` report it next to the
-fused speed.
+which oneDNN's direct kernels, and so the floor, do not use. The benchmarks
+and `paddle-fastconv bench` report it next to the fused speed.
 
 The passes share three buffers sized for the largest one (a model's worth of
 separate tensors would take gigabytes); data that stays in cache between

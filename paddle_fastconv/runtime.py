@@ -21,8 +21,13 @@ def onednn_version():
     return buf.value.decode()
 
 
-_WINOGRAD_STATES = ("off: this CPU has no AVX-512F", "on",
-                    "off: PADDLE_FASTCONV_WINOGRAD=0", "off: no oneDNN engine in this build")
+def _kernel_states(env):
+    """The words for the C ABI's kernel states 0-3 (fastconv_*_state)."""
+    return ("off: this CPU has no AVX-512F", "on", "off: %s=0" % env,
+            "off: no oneDNN engine in this build")
+
+
+_WINOGRAD_STATES = _kernel_states("PADDLE_FASTCONV_WINOGRAD")
 
 
 def winograd_status():
@@ -32,16 +37,16 @@ def winograd_status():
     return _WINOGRAD_STATES[CLIB.fastconv_winograd_state()]
 
 
-_CONV1X1_STATES = ("off: this CPU has no AVX-512F", "on",
-                   "off: PADDLE_FASTCONV_CONV1X1=0", "off: no oneDNN engine in this build")
+_CONV1X1_STATES = _kernel_states("PADDLE_FASTCONV_CONV1X1")
 
 
 def conv1x1_status():
-    """Whether expanding 1x1 NCHW convolutions (stride 1, no padding or
-    groups, at most 128 input channels and at least twice as many outputs)
-    that carry a bias, residual or ReLU, as in eval of the fused layers, run
-    on this package's kernel that applies them before the output is stored:
-    "on", or "off: <why>"."""
+    """Whether expanding 1x1 convolutions (stride 1, no padding or groups, at
+    most 128 input channels and at least twice as many outputs) run on this
+    package's 1x1 kernels, which apply bias, residual and ReLU before the
+    output is stored: NCHW ones that carry a bias, residual or ReLU, and NHWC
+    ones with outputs in multiples of 16 where the weights are cached (eval
+    of the fused layers). "on", or "off: <why>"."""
     return _CONV1X1_STATES[CLIB.fastconv_conv1x1_state()]
 
 
