@@ -3,7 +3,9 @@ import paddle
 from paddle import nn
 
 from . import _args
-from .ops import conv_bn_act, inception, linear
+from ._layer_keys import conv_bn_key
+from .ops import (_cacheable_input, _check_inception, _run_inception, conv_bn_act,
+                  inception, linear)
 
 __all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock", "Inception", "InceptionConv",
            "inception_from_layers", "Linear"]
@@ -251,13 +253,35 @@ class Inception(nn.Layer):
                                      data_format=self._data_format, cache=self._op_args)
 
 
+@paddle.jit.not_to_static
 def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="NCHW",
                           cache=None):
     """The fused Inception op with the parameters of six stock Conv2D layers
     (1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection) and their
     BatchNorm2D layers (None where a convolution has none); ReLU after each
-    convolution (relu_each) or once after the concat. cache: see
-    ops.inception."""
+    convolution (relu_each) or once after the concat.
+
+    cache: an optional dict the caller keeps per block (the fused layers
+    do): for float32 CPU inputs in dygraph, the checked op arguments are
+    kept in it and reused while the layers are unchanged (see
+    paddle_fastconv._layer_keys; the op still checks every tensor against x
+    on each call)."""
+    if cache is not None and _cacheable_input(x):
+        key = (bool(training), data_format, bool(relu_each),
+               tuple(conv_bn_key(c, b, geometry=False) for c, b in zip(convs, bns)))
+        entry = cache.get("layers")
+        if entry is None or entry[0] != key:
+            entry = (key, _inception_layer_args(convs, bns, x, relu_each, training,
+                                                data_format, checked=True))
+            cache["layers"] = entry
+        return _run_inception(x, entry[1], bool(training), "fastconv_inception")
+    return inception(x, *_inception_layer_args(convs, bns, x, relu_each, training,
+                                               data_format))
+
+
+def _inception_layer_args(convs, bns, x, relu_each, training, data_format, checked=False):
+    """ops.inception's arguments after x for the given layers; checked: the
+    op's checked argument tuple instead (as ops.inception's cache keeps)."""
     bn = []
     for b in bns:
         if b is None:
@@ -272,10 +296,11 @@ def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="
         raise ValueError("Inception: the fused op takes one BatchNorm momentum and "
                          "epsilon for the block, got %s; use fused=False" % sorted(hyper))
     momentum, epsilon = hyper.pop() if hyper else (0.9, 1e-5)
-    return inception(
-        x, [c.weight for c in convs], [c.bias for c in convs], bn, training=training,
-        momentum=momentum, epsilon=epsilon, stage_relu=[relu_each] * 6,
-        relu_after_concat=not relu_each, data_format=data_format, cache=cache)
+    args = ([c.weight for c in convs], [c.bias for c in convs], bn, training, momentum,
+            epsilon, [relu_each] * 6, not relu_each, data_format)
+    if checked:
+        return _check_inception(x, *args, "fastconv_inception")
+    return args
 
 
 class Linear(nn.Linear):

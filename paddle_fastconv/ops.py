@@ -470,9 +470,7 @@ def inception(x, weights, biases=None, bn=None, training=True, momentum=0.9,
     def check():
         return _check_inception(x, weights, biases, bn, training, momentum, epsilon,
                                 stage_relu, relu_after_concat, data_format, op)
-    if cache is not None and paddle.in_dynamic_mode() and isinstance(x, paddle.Tensor) \
-            and x.place.is_cpu_place() and x.dtype == paddle.float32:
-        # (float32 on the CPU: nothing to autocast)
+    if cache is not None and _cacheable_input(x):
         sig = _inception_signature(x, weights, biases, bn, training, momentum, epsilon,
                                    stage_relu, relu_after_concat, data_format)
         return _run_inception(x, _cached_args(cache, sig, check), training, op)
@@ -565,7 +563,7 @@ def _run_inception(x, args, training, op):
     weights, bias_in, scale, shift, mean, var, data_format, momentum, epsilon, relus, \
         relu_after_concat = args
     if paddle.in_dynamic_mode():
-        # fresh detached views of the statistics: see _run_block
+        # fresh detached views of the statistics: see _BlockCall
         mean = [t.detach() for t in mean]
         var = [t.detach() for t in var]
     outs = OPS[op](x, *weights, *bias_in, *scale, *shift, mean, var, data_format,
@@ -699,17 +697,31 @@ def resnet_block(x, convs, downsample=None, training=True, data_format="NCHW", c
         if isinstance(convs, (list, tuple)) and len(convs) in (2, 3) else None
 
     def check():
-        return _check_block(x, convs, downsample, training, data_format, op)
-    if cache is not None and stages is not None and paddle.in_dynamic_mode() and \
-            isinstance(x, paddle.Tensor) and x.place.is_cpu_place() and \
-            x.dtype == paddle.float32 and len(x.shape) == 4 and x.shape[0] > 0:
-        # (float32 on the CPU: nothing to autocast)
+        return _BlockCall(*_check_block(x, convs, downsample, training, data_format, op),
+                          training)
+    if cache is not None and stages is not None and _cacheable_input(x):
         sig = _block_signature(x, stages, training, data_format)
-        return _run_block(x, *_cached_args(cache, sig, check), training, op)
-    args = check()  # (before x is touched: bad input gets the checks' message)
+        return _cached_args(cache, sig, check)(x)
+    call = check()  # (before x is touched: bad input gets the checks' message)
     if paddle.in_dynamic_mode():
         x = _autocast(x)[0]
-    return _run_block(x, *args, training, op)
+    return call(x)
+
+
+def _cacheable_input(x):
+    """Whether the argument caches apply to x: a non-empty 4-D float32 CPU
+    tensor in dygraph (float32 on the CPU: nothing to autocast)."""
+    return paddle.in_dynamic_mode() and isinstance(x, paddle.Tensor) and \
+        x.place.is_cpu_place() and x.dtype == paddle.float32 and len(x.shape) == 4 and \
+        x.shape[0] > 0
+
+
+def _checked_block_call(x, convs, downsample=None, training=True, data_format="NCHW"):
+    """resnet_block's checks for these arguments, done once: returns a
+    callable `call(x)` that runs the op on them (for a float32 CPU x in
+    dygraph; the fused blocks keep it while their layers are unchanged)."""
+    return _BlockCall(*_check_block(x, convs, downsample, training, data_format,
+                                    "fastconv_resnet_block"), training)
 
 
 def _check_block(x, convs, downsample, training, data_format, op):
@@ -745,18 +757,30 @@ def _check_block(x, convs, downsample, training, data_format, op):
     return slots, data_format
 
 
-def _run_block(x, slots, data_format, training, op):
-    if paddle.in_dynamic_mode():
-        # Fresh detached views of the running statistics: the op updates them
-        # in place, autograd marks an in-place output of an op with
-        # differentiable inputs as differentiable, and a layer's own buffer
-        # (or a shared placeholder) marked so would refuse its next in-place
-        # update.
-        slots = [s[:3] + (s[3].detach(), s[4].detach()) + s[5:] for s in slots]
-    col = list(zip(*slots))
-    flat = lambda vals: [int(v) for vs in vals for v in vs]  # noqa: E731
-    outs = OPS[op](x, *col[0], *col[1], *col[2], list(col[3]), list(col[4]),
-                   data_format, bool(training), flat(col[5]), flat(col[6]),
-                   flat(col[7]), list(col[8]), list(col[9]), list(col[10]))
-    return outs[0]
+class _BlockCall:
+    """resnet_block's checked per-slot arguments, laid out once as the op's
+    inputs and attributes; calling it runs the op on x."""
+
+    __slots__ = ("head", "means", "variances", "tail")
+
+    def __init__(self, slots, data_format, training):
+        col = list(zip(*slots))
+        flat = lambda vals: [int(v) for vs in vals for v in vs]  # noqa: E731
+        self.head = col[0] + col[1] + col[2]  # weights, BN scales, BN shifts
+        self.means, self.variances = col[3], col[4]
+        self.tail = (data_format, bool(training), flat(col[5]), flat(col[6]), flat(col[7]),
+                     list(col[8]), list(col[9]), list(col[10]))
+
+    def __call__(self, x):
+        means, variances = self.means, self.variances
+        if paddle.in_dynamic_mode():
+            # Fresh detached views of the running statistics: the op updates
+            # them in place, autograd marks an in-place output of an op with
+            # differentiable inputs as differentiable, and a layer's own
+            # buffer (or a shared placeholder) marked so would refuse its
+            # next in-place update.
+            means = [t.detach() for t in means]
+            variances = [t.detach() for t in variances]
+        return OPS["fastconv_resnet_block"](x, *self.head, list(means), list(variances),
+                                            *self.tail)[0]
 

@@ -1,6 +1,8 @@
 """The fused Inception op and layer against stock Paddle layers (the oracle):
 outputs, every gradient and BN running statistics, for the three block styles,
 train and eval, NCHW and NHWC, odd spatial sizes."""
+import copy
+
 import numpy as np
 import paddle
 import pytest
@@ -252,8 +254,8 @@ def test_eval_weight_cache_sees_every_stage_change(style, data_format):
 
 
 def test_reused_arguments_follow_the_blocks_tensors_and_attributes():
-    """The fused layer keeps its checked op arguments between calls
-    (ops.inception's cache): a new weight tensor, a BN attribute, a mode
+    """The fused layer keeps its checked op arguments between calls (keyed
+    by its layers' state): a new weight tensor, a BN attribute, a mode
     switch and bad input after a cached call must all be seen."""
     stock, fused = _pair("bn", "NCHW")
     x = _input("NCHW")
@@ -261,8 +263,10 @@ def test_reused_arguments_follow_the_blocks_tensors_and_attributes():
     stock.eval(), fused.eval()
     with paddle.no_grad():
         assert_close(fused(x), stock(x), "out", what="first call")
-        assert fused._op_args.get("entry") is not None
+        first = fused._op_args.get("layers")
+        assert first is not None
         assert_close(fused(x), stock(x), "out", what="cached call")
+        assert fused._op_args["layers"] is first  # reused, not rebuilt
         w = paddle.create_parameter(stock._conv3._conv.weight.shape, "float32")
         w.set_value(np.random.default_rng(4).normal(size=w.shape).astype("float32"))
         stock._conv3._conv.weight = w
@@ -280,6 +284,29 @@ def test_reused_arguments_follow_the_blocks_tensors_and_attributes():
         fused(x.astype("float64"))
     with pytest.raises(Exception, match="channels"):
         fused(x[:, :6])
+
+
+def test_reused_arguments_see_a_replaced_batchnorm_and_a_dtype_change():
+    """A stage's BatchNorm replaced by another layer, and a BatchNorm turned
+    to float64 in place, after cached calls."""
+    stock, fused = _pair("bn", "NCHW")
+    x = _input("NCHW")
+    x.stop_gradient = True
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="first call")
+        c = stock._conv5._bn._num_features
+        bn = paddle.nn.BatchNorm2D(c)
+        rng = np.random.default_rng(8)
+        bn._mean.set_value(rng.normal(0, 0.5, [c]).astype("float32"))
+        bn._variance.set_value(rng.uniform(0.5, 2, [c]).astype("float32"))
+        bn.eval()
+        stock._conv5._bn = bn
+        fused._conv5._bn = copy.deepcopy(bn)
+        assert_close(fused(x), stock(x), "out", what="after a new 5x5 BatchNorm")
+        fused._conv1._bn.to(dtype="float64")
+        with pytest.raises(Exception, match="float32"):
+            fused(x)
 
 
 def test_eval_weight_cache_holds_one_entry_per_convolution():

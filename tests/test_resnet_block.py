@@ -3,6 +3,8 @@ nn.BottleneckBlock / nn.BasicBlock, against paddle.vision's stock blocks on
 the same weights: outputs, dX, every parameter gradient and the running
 statistics, train and eval, NCHW and NHWC, odd shapes, both CPU engines (and
 the GPU when present); plus its argument checks."""
+import copy
+
 import numpy as np
 import paddle
 import pytest
@@ -226,15 +228,18 @@ def test_bad_stage_arguments_name_the_stage():
 
 
 def test_reused_arguments_follow_the_blocks_tensors_and_attributes():
-    """The fused block keeps its checked op arguments between calls
-    (ops.resnet_block's cache): a new weight tensor, a changed attribute, a
-    mode switch or bad input after a cached call must be seen."""
+    """The fused block keeps its checked op call between calls (keyed by
+    its layers' state): a new weight tensor, a changed attribute, a mode
+    switch or bad input after a cached call must be seen."""
     stock, fused = _blocks("bottleneck", 16, 4, 2)
     x = paddle.randn([2, 16, 6, 6])
     stock.eval(), fused.eval()
     with paddle.no_grad():
         assert_close(fused(x), stock(x), "out", what="first call")
-        assert fused._op_args.get("entry") is not None
+        assert fused._call is not None and fused._call[1] is not None
+        first = fused._call
+        assert_close(fused(x), stock(x), "out", what="cached call")
+        assert fused._call is first  # reused, not rebuilt
         assert_close(fused(x), stock(x), "out", what="cached call")
         # a new parameter object in place of a stage's weight
         w = paddle.create_parameter(stock.conv2.weight.shape, "float32")
@@ -255,6 +260,40 @@ def test_reused_arguments_follow_the_blocks_tensors_and_attributes():
         fused(x.astype("float64"))
     with pytest.raises(Exception, match="channels"):
         fused(x[:, :8])
+
+
+def test_reused_call_sees_in_place_edits_and_layer_swaps():
+    """The cached call's key copies list attributes and records each
+    tensor's buffer: an in-place edit of a conv's dilation and padding, a
+    BatchNorm turned to float64 in place, a replaced downsample BatchNorm and
+    BatchNorms in mixed modes (one op per stage) are all seen."""
+    stock, fused = _blocks("bottleneck", 16, 4, 2)
+    x = paddle.randn([2, 16, 6, 6])
+    stock.eval(), fused.eval()
+    with paddle.no_grad():
+        assert_close(fused(x), stock(x), "out", what="first call")
+        for block in (stock, fused):
+            block.conv2._dilation[:] = [2, 2]
+            block.conv2._updated_padding[:] = [2, 2]
+        assert_close(fused(x), stock(x), "out", what="after in-place dilation and padding")
+        rng = np.random.default_rng(7)
+        bn = nn.BatchNorm2D(16)
+        bn.weight.set_value(rng.uniform(0.5, 1.5, [16]).astype("float32"))
+        bn._mean.set_value(rng.normal(0, 0.5, [16]).astype("float32"))
+        bn.eval()
+        stock.downsample[1] = bn
+        fused.downsample[1] = copy.deepcopy(bn)
+        assert_close(fused(x), stock(x), "out", what="after a new downsample BatchNorm")
+        assert fused._call[1] is not None
+        stock.bn2.train(), fused.bn2.train()  # mixed modes: one op per stage
+        assert_close(fused(x), stock(x), "out", what="mixed BN modes")
+        assert fused._call[1] is None and not fused.one_op
+        stock.bn2.eval(), fused.bn2.eval()
+        assert_close(fused(x), stock(x), "out", what="all eval again")
+        assert fused._call[1] is not None
+        fused.bn3.to(dtype="float64")
+        with pytest.raises(Exception, match="float32"):
+            fused(x)
 
 
 @pytest.mark.gpu
