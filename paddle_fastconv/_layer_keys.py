@@ -24,8 +24,9 @@ def tensors_key(*dicts):
 def conv_bn_key(conv, bn, geometry=True):
     """Everything a fused op reads from a Conv2D and its BatchNorm (bn may be
     None); geometry=False leaves out the conv's stride, padding, dilation,
-    groups and layout, for ops that do not read them (Inception: stride 1,
-    "same" padding, checked when the block is fused)."""
+    groups and layout, for ops that do not read them (the Inception op
+    always runs stride 1 with "same" padding; the Inception layers build
+    their convolutions so)."""
     if bn is None:
         key = (conv, None, tensors_key(conv._parameters))
     else:

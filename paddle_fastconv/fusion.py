@@ -190,14 +190,14 @@ class FusedBottleneckBlock(nn.Layer):
             key.append(conv_bn_key(ds[0], ds[1]))
         return tuple(key)
 
-    def _checked_call(self, x):
-        """The one-op call for the current layers (checked now), or None when
-        the block runs one op per stage."""
+    def _block_args(self):
+        """resnet_block's arguments after x (convs, downsample, training,
+        data_format) for the current layers, or None when the block runs
+        one op per stage."""
         stages = self._block_stages()
         if stages is None:
             return None
-        return _checked_block_call(x, stages[0], stages[1], training=self.bn1.training,
-                                   data_format=self.data_format or self.conv1._data_format)
+        return stages + (self.bn1.training, self.data_format or self.conv1._data_format)
 
     @paddle.jit.not_to_static
     def _one_op(self, x):
@@ -210,14 +210,12 @@ class FusedBottleneckBlock(nn.Layer):
             key = self._state_key()
             entry = self._call
             if entry is None or entry[0] != key:
-                entry = (key, self._checked_call(x))
+                args = self._block_args()
+                entry = (key, None if args is None else _checked_block_call(x, *args))
                 self._call = entry
             return entry[1](x) if entry[1] is not None else None
-        stages = self._block_stages()
-        if stages is None:
-            return None
-        return resnet_block(x, stages[0], stages[1], training=self.bn1.training,
-                            data_format=self.data_format or self.conv1._data_format)
+        args = self._block_args()
+        return None if args is None else resnet_block(x, *args)
 
     def forward(self, x):
         # Each BN's own training flag decides batch or running statistics, as

@@ -4,8 +4,8 @@ from paddle import nn
 
 from . import _args
 from ._layer_keys import conv_bn_key
-from .ops import (_cacheable_input, _check_inception, _run_inception, conv_bn_act,
-                  inception, linear)
+from .ops import (_cacheable_input, _cached_args, _check_inception, _run_inception,
+                  conv_bn_act, inception, linear)
 
 __all__ = ["ConvBNReLU", "BottleneckBlock", "BasicBlock", "Inception", "InceptionConv",
            "inception_from_layers", "Linear"]
@@ -269,12 +269,9 @@ def inception_from_layers(convs, bns, x, relu_each, training=True, data_format="
     if cache is not None and _cacheable_input(x):
         key = (bool(training), data_format, bool(relu_each),
                tuple(conv_bn_key(c, b, geometry=False) for c, b in zip(convs, bns)))
-        entry = cache.get("layers")
-        if entry is None or entry[0] != key:
-            entry = (key, _inception_layer_args(convs, bns, x, relu_each, training,
-                                                data_format, checked=True))
-            cache["layers"] = entry
-        return _run_inception(x, entry[1], bool(training), "fastconv_inception")
+        args = _cached_args(cache, key, lambda: _inception_layer_args(
+            convs, bns, x, relu_each, training, data_format, checked=True), slot="layers")
+        return _run_inception(x, args, bool(training), "fastconv_inception")
     return inception(x, *_inception_layer_args(convs, bns, x, relu_each, training,
                                                data_format))
 

@@ -428,16 +428,17 @@ def _stage_list(value, name, op):
     return list(value)
 
 
-def _cached_args(cache, sig, check):
+def _cached_args(cache, sig, check, slot="entry"):
     """The op arguments for signature `sig` from the caller's `cache` dict,
     else check() (the full checks) stored there when sig is not None. The
-    entry is one (sig, args) object, so threads sharing a layer agree."""
-    entry = cache.get("entry") if sig is not None else None
+    entry is one (sig, args) object under `slot`, so threads sharing a layer
+    agree."""
+    entry = cache.get(slot) if sig is not None else None
     if entry is not None and entry[0] == sig:
         return entry[1]
     args = check()
     if sig is not None:
-        cache["entry"] = (sig, args)
+        cache[slot] = (sig, args)
     return args
 
 
@@ -772,15 +773,15 @@ class _BlockCall:
                      list(col[8]), list(col[9]), list(col[10]))
 
     def __call__(self, x):
-        means, variances = self.means, self.variances
         if paddle.in_dynamic_mode():
             # Fresh detached views of the running statistics: the op updates
             # them in place, autograd marks an in-place output of an op with
             # differentiable inputs as differentiable, and a layer's own
             # buffer (or a shared placeholder) marked so would refuse its
             # next in-place update.
-            means = [t.detach() for t in means]
-            variances = [t.detach() for t in variances]
-        return OPS["fastconv_resnet_block"](x, *self.head, list(means), list(variances),
-                                            *self.tail)[0]
+            means = [t.detach() for t in self.means]
+            variances = [t.detach() for t in self.variances]
+        else:
+            means, variances = list(self.means), list(self.variances)
+        return OPS["fastconv_resnet_block"](x, *self.head, means, variances, *self.tail)[0]
 
